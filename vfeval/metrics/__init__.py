@@ -1,0 +1,1 @@
+"""Metrics with their confidence intervals. Each metric module states its version; results record it."""

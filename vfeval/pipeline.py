@@ -1,0 +1,242 @@
+"""A pipeline is ``sampling + encoder + aggregator``; it answers the four request kinds.
+
+Plain data crosses every boundary here: clips are ``uint8 [T, H, W, 3]`` numpy arrays, embeddings
+``float32 [N, D]``, texts ``str``. Encoders and aggregators written with torch or jax convert at their edges.
+
+How each kind is answered:
+- ``video_embedding``: every segment of the window is encoded, the aggregator pools them to ``[D]``;
+- ``text_embedding``: the encoder's ``embed_text``;
+- ``choice_scores``: by the aggregator; embedding aggregators score ``cos(video, text(template(q, option)))``
+  as zero-shot video-text models do (MC-ViT, LongViViT);
+- ``generate``: by aggregators that produce text (an LLM reading segment captions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from vfeval.config import SamplingConfig, to_dict
+from vfeval.errors import UsageError
+from vfeval.requests import CHOICE_SCORES, GENERATE, TEXT_EMBEDDING, VIDEO_EMBEDDING, Request
+from vfeval.specs import AggregatorSpec, EncoderSpec, Registry
+from vfeval.task import fingerprint
+
+
+class Encoder:
+    """Base class of encoders. Implement the methods your spec's ``capabilities`` name."""
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the weights (e.g. ``{"weights": sha256 of the checkpoint}``); part of every cache key."""
+        return {}
+
+    def embed_video(self, clips: list[np.ndarray]) -> np.ndarray:
+        """clips: each ``uint8 [T, H, W, 3]`` → ``float32 [len(clips), D]``."""
+        raise NotImplementedError
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        """texts → ``float32 [len(texts), D]`` in the same space as ``embed_video``."""
+        raise NotImplementedError
+
+    def describe(self, clips: list[np.ndarray]) -> list[str]:
+        """One caption per clip."""
+        raise NotImplementedError
+
+
+@dataclass
+class VideoInputs:
+    """What the encoder made of one video window, segment by segment."""
+
+    times: list[tuple[float, float]]
+    """(start, end) seconds of each segment within the video."""
+    embeddings: np.ndarray | None = None
+    """``float32 [S, D]``, one row per segment, when the aggregator needs embeddings."""
+    captions: list[str] | None = None
+    """One caption per segment, when the aggregator needs captions."""
+    frame_times: list[list[float]] = field(default_factory=list)
+    """Presentation times of the frames actually used, per segment (provenance)."""
+
+
+class Aggregator:
+    """Base class of aggregators: turns VideoInputs into answers.
+
+    ``needs`` says what the pipeline must compute per segment: ``"embeddings"``, ``"captions"`` or ``None``
+    (the aggregator never looks at the video, so nothing is decoded).
+    """
+
+    needs: ClassVar[str | None] = "embeddings"
+
+    def bind(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {}
+
+    def answer(self, requests: list[Request], inputs: list[VideoInputs | None]) -> list[Any]:
+        raise NotImplementedError
+
+
+class EmbeddingAggregator(Aggregator):
+    """Pools segment embeddings; scores options by cosine with the text embedding of a template."""
+
+    needs: ClassVar[str | None] = "embeddings"
+
+    def __init__(self, template: str = "{question} {option}") -> None:
+        self.template = template
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"template": self.template}
+
+    def pool(self, embeddings: np.ndarray) -> np.ndarray:
+        """``[S, D]`` → ``[D]``."""
+        raise NotImplementedError
+
+    def answer(self, requests: list[Request], inputs: list[VideoInputs | None]) -> list[Any]:
+        texts: list[str] = []
+        for req in requests:
+            if req.kind == TEXT_EMBEDDING:
+                texts.append(req.text or "")
+            elif req.kind == CHOICE_SCORES:
+                texts.extend(self.template.format(question=req.question or "", option=o) for o in req.options)
+        unique = sorted(set(texts))
+        text_emb = dict(zip(unique, _normalise(self.encoder.embed_text(unique)))) if unique else {}
+        out: list[Any] = []
+        for req, inp in zip(requests, inputs):
+            if req.kind == TEXT_EMBEDDING:
+                out.append(text_emb[req.text or ""])
+                continue
+            assert inp is not None and inp.embeddings is not None
+            video = self.pool(inp.embeddings).astype(np.float32)
+            if req.kind == VIDEO_EMBEDDING:
+                out.append(video)
+            elif req.kind == CHOICE_SCORES:
+                opts = np.stack([text_emb[self.template.format(question=req.question or "", option=o)] for o in req.options])
+                out.append((opts @ _normalise(video[None])[0]).astype(np.float32))
+            else:
+                raise UsageError(f"aggregator cannot answer {req.kind!r} requests")
+        return out
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+class Pipeline:
+    """An encoder, an aggregator and a sampling config, with the fingerprint that names their outputs."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        encoder_spec: EncoderSpec,
+        encoder_config: Any,
+        aggregator: Aggregator,
+        aggregator_spec: AggregatorSpec,
+        aggregator_config: Any,
+        sampling: SamplingConfig,
+        seed: int = 0,
+    ) -> None:
+        self.encoder = encoder
+        self.encoder_spec = encoder_spec
+        self.encoder_config = encoder_config
+        self.aggregator = aggregator
+        self.aggregator_spec = aggregator_spec
+        self.aggregator_config = aggregator_config
+        self.sampling = sampling
+        self.seed = seed
+        aggregator.bind(encoder)
+
+    @classmethod
+    def from_config(cls, pipeline_cfg: Any, registry: Registry, seed: int = 0) -> Pipeline:
+        enc_spec: EncoderSpec = registry.get("encoders", pipeline_cfg.encoder.name)
+        agg_spec: AggregatorSpec = registry.get("aggregators", pipeline_cfg.aggregator.name)
+        encoder = enc_spec.load()(pipeline_cfg.encoder)
+        aggregator = agg_spec.load()(pipeline_cfg.aggregator)
+        return cls(encoder, enc_spec, pipeline_cfg.encoder, aggregator, agg_spec, pipeline_cfg.aggregator,
+                   pipeline_cfg.sampling, seed)
+
+    # -- identity ---------------------------------------------------------------------------------
+    def encoder_identity(self) -> dict[str, Any]:
+        return {"name": self.encoder_spec.name, "config": to_dict(self.encoder_config), **self.encoder.fingerprint()}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "encoder": self.encoder_identity(),
+            "aggregator": {"name": self.aggregator_spec.name, "config": to_dict(self.aggregator_config),
+                           **self.aggregator.fingerprint()},
+            "sampling": to_dict(self.sampling),
+            "seed": self.seed,
+        }
+
+    def fingerprint(self) -> str:
+        return fingerprint(self.describe())
+
+    def features_key(self) -> str:
+        """Names the per-segment features: encoder weights and config, sampling, and what is computed."""
+        return fingerprint({"encoder": self.encoder_identity(), "sampling": to_dict(self.sampling),
+                            "needs": self.aggregator.needs})
+
+    # -- checks -----------------------------------------------------------------------------------
+    def check(self, kinds: set[str], registry: Registry | None = None) -> None:
+        """Refuse, before any video is decoded, kinds this pipeline cannot answer."""
+        needed = {"embeddings": "embed_video", "captions": "describe"}.get(self.aggregator.needs or "")
+        if needed and needed not in self.encoder_spec.capabilities:
+            raise UsageError(
+                f"aggregator {self.aggregator_spec.name!r} needs an encoder that can {needed}; encoder "
+                f"{self.encoder_spec.name!r} can {', '.join(self.encoder_spec.capabilities)}"
+            )
+        for kind in sorted(kinds):
+            if kind in self.aggregator_spec.kinds:
+                if kind in (TEXT_EMBEDDING, CHOICE_SCORES) and self.aggregator.needs == "embeddings" \
+                        and "embed_text" not in self.encoder_spec.capabilities:
+                    raise UsageError(
+                        f"the task asks for {kind} but encoder {self.encoder_spec.name!r} cannot embed text; "
+                        "use a dual (video-text) encoder"
+                    )
+                continue
+            able = ""
+            if registry is not None:
+                names = [n for n, s in registry.aggregators.items() if kind in s.kinds]
+                able = f"; aggregators that can: {', '.join(sorted(names)) or 'none installed'}"
+            raise UsageError(
+                f"aggregator {self.aggregator_spec.name!r} cannot answer {kind!r} requests{able} "
+                "(set pipeline.aggregator.name)"
+            )
+
+    def needs_video(self, request: Request) -> bool:
+        return request.video is not None and self.aggregator.needs is not None and request.kind != TEXT_EMBEDDING
+
+    # -- compute ----------------------------------------------------------------------------------
+    def compute_inputs(self, clips_per_window: list[list[Any]]) -> list[VideoInputs]:
+        """Encode (or describe) every segment of several windows in one batch.
+
+        ``clips_per_window[i]`` is the list of ``vfeval.video.Clip`` of window i, one per segment.
+        """
+        flat = [clip for clips in clips_per_window for clip in clips]
+        frames = [clip.frames for clip in flat]
+        embeddings = captions = None
+        if self.aggregator.needs == "embeddings":
+            embeddings = np.asarray(self.encoder.embed_video(frames), dtype=np.float32)
+        elif self.aggregator.needs == "captions":
+            captions = list(self.encoder.describe(frames))
+        out, i = [], 0
+        for clips in clips_per_window:
+            n = len(clips)
+            out.append(
+                VideoInputs(
+                    times=[(c.start, c.end) for c in clips],
+                    embeddings=None if embeddings is None else embeddings[i : i + n],
+                    captions=None if captions is None else captions[i : i + n],
+                    frame_times=[[float(t) for t in c.times] for c in clips],
+                )
+            )
+            i += n
+        return out
+
+    def answer(self, requests: list[Request], inputs: list[VideoInputs | None]) -> list[Any]:
+        return self.aggregator.answer(requests, inputs)
+
+
+KIND_NAMES = (VIDEO_EMBEDDING, TEXT_EMBEDDING, CHOICE_SCORES, GENERATE)

@@ -1,0 +1,152 @@
+"""The plugin host: finds plugins through the ``vfeval`` entry-point group and collects what they register.
+
+- ``get_plugin_manager()`` builds a fresh ``pluggy.PluginManager`` (no global is built at import time).
+- A plugin that fails to import is recorded in ``host.failures`` and skipped, so one broken plugin never takes
+  the CLI down; ``VFEVAL_STRICT_PLUGINS=1`` makes the failure fatal.
+- ``VFEVAL_PLUGINS=a,b`` loads only the entry points with those names (tests use it so that plugins that
+  happen to be installed stay out of their way); ``VFEVAL_PLUGINS=`` (empty) loads none.
+- Two plugins that register the same name are an error naming both.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from dataclasses import dataclass, field, replace
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from vfeval import hookspecs
+from vfeval.errors import UsageError
+from vfeval.specs import AggregatorSpec, EncoderSpec, Registry, TaskSpec, TrainerSpec
+
+GROUP = "vfeval"
+from vfeval import hookimpl  # noqa: E402,F401  (re-exported)
+
+
+@dataclass
+class PluginFailure:
+    name: str
+    target: str
+    error: str
+    detail: str = ""
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    target: str
+    distribution: str
+    version: str
+
+
+@dataclass
+class Host:
+    """A plugin manager with its loaded plugins, failures, and the registry they filled."""
+
+    pm: pluggy.PluginManager
+    plugins: list[PluginInfo] = field(default_factory=list)
+    failures: list[PluginFailure] = field(default_factory=list)
+    _registry: Registry | None = None
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            self._registry = collect(self.pm)
+        return self._registry
+
+    def register(self, plugin: Any, name: str) -> None:
+        """Register a plugin object directly (tests, embedding); invalidates the collected registry."""
+        self.pm.register(plugin, name=name)
+        self.pm.check_pending()
+        self.plugins.append(PluginInfo(name, getattr(plugin, "__name__", repr(plugin)), "", ""))
+        self._registry = None
+
+    def unregister(self, name: str) -> None:
+        self.pm.unregister(name=name)
+        self.plugins = [p for p in self.plugins if p.name != name]
+        self._registry = None
+
+
+def _strict() -> bool:
+    return os.environ.get("VFEVAL_STRICT_PLUGINS", "") not in ("", "0", "false", "no")
+
+
+def _allowed() -> set[str] | None:
+    value = os.environ.get("VFEVAL_PLUGINS")
+    if value is None:
+        return None
+    return {name.strip() for name in value.split(",") if name.strip()}
+
+
+def get_plugin_manager(load_entrypoints: bool = True) -> Host:
+    """A new host with the hook specs added and (by default) every ``vfeval`` entry point loaded."""
+    pm = pluggy.PluginManager(GROUP)
+    pm.add_hookspecs(hookspecs)
+    host = Host(pm)
+    if not load_entrypoints:
+        return host
+    allowed = _allowed()
+    for ep in sorted(metadata.entry_points(group=GROUP), key=lambda e: e.name):
+        if allowed is not None and ep.name not in allowed:
+            continue
+        if pm.has_plugin(ep.name):
+            continue
+        dist = getattr(ep, "dist", None)
+        try:
+            plugin = ep.load()
+            pm.register(plugin, name=ep.name)
+            pm.check_pending()
+        except Exception as exc:  # a broken plugin must not take the others down
+            if pm.has_plugin(ep.name):
+                pm.unregister(name=ep.name)
+            failure = PluginFailure(ep.name, ep.value, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+            if _strict():
+                raise UsageError(f"plugin {ep.name!r} ({ep.value}) failed to load: {failure.error}") from exc
+            host.failures.append(failure)
+            continue
+        host.plugins.append(
+            PluginInfo(ep.name, ep.value, dist.metadata["Name"] if dist else "", dist.version if dist else "")
+        )
+    return host
+
+
+_HOOKS = {
+    "tasks": ("register_tasks", TaskSpec),
+    "encoders": ("register_encoders", EncoderSpec),
+    "aggregators": ("register_aggregators", AggregatorSpec),
+    "trainers": ("register_trainers", TrainerSpec),
+}
+
+
+def collect(pm: pluggy.PluginManager) -> Registry:
+    """Call every registration hook and build the registry; duplicate names are an error naming both plugins."""
+    registry = Registry()
+    for kind, (hook_name, spec_type) in _HOOKS.items():
+        table = registry.table(kind)
+        hook = getattr(pm.hook, hook_name)
+        for impl in reversed(hook.get_hookimpls()):  # registration order
+            plugin_name = impl.plugin_name
+
+            def register(spec: Any, _plugin: str = plugin_name, _table: dict = table, _kind: str = kind) -> None:
+                if not isinstance(spec, spec_type):
+                    raise UsageError(
+                        f"plugin {_plugin!r} registered {type(spec).__name__} through {hook_name}; "
+                        f"expected {spec_type.__name__}"
+                    )
+                if spec.name in _table:
+                    raise UsageError(
+                        f"{_kind[:-1]} {spec.name!r} is registered by both plugin {_table[spec.name].plugin!r} "
+                        f"and plugin {_plugin!r}; uninstall one of them"
+                    )
+                _table[spec.name] = replace(spec, plugin=_plugin)
+
+            impl.function(register=register)
+    return registry
+
+
+def plugin_versions(host: Host) -> dict[str, str]:
+    """``{plugin name: 'distribution version'}`` for provenance."""
+    return {p.name: f"{p.distribution} {p.version}".strip() for p in host.plugins}
