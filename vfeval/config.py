@@ -224,3 +224,18 @@ def to_dict(obj: Any) -> Any:
 def from_dict(data: dict[str, Any], registry: Registry) -> RunConfig:
     """Rebuild a RunConfig from ``to_dict`` output (as saved in results.json)."""
     return build_run_config(OmegaConf.create(data), registry)
+
+
+def load_trainer_config(
+    path: str | os.PathLike, overrides: list[str], registry: Registry
+) -> tuple[Any, Any]:
+    """(TrainerSpec, typed config) for ``vfeval train``: the YAML's ``trainer`` key names the recipe."""
+    raw = load_raw(path, overrides)
+    spec = registry.get("trainers", _name_at(raw, "trainer"))
+    if spec.config is None:
+        return spec, raw
+    try:
+        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(spec.config), raw))
+    except OmegaConfBaseException as exc:
+        raise UsageError(_describe(exc, OmegaConf.structured(spec.config))) from exc
+    return spec, cfg

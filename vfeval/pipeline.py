@@ -67,6 +67,8 @@ class Aggregator:
     """
 
     needs: ClassVar[str | None] = "embeddings"
+    requires: ClassVar[tuple[str, ...]] = ()
+    """Encoder capabilities this aggregator calls directly (e.g. ``("embed_text",)``)."""
 
     def bind(self, encoder: Encoder) -> None:
         self.encoder = encoder
@@ -181,11 +183,13 @@ class Pipeline:
     # -- checks -----------------------------------------------------------------------------------
     def check(self, kinds: set[str], registry: Registry | None = None) -> None:
         """Refuse, before any video is decoded, kinds this pipeline cannot answer."""
-        needed = {"embeddings": "embed_video", "captions": "describe"}.get(self.aggregator.needs or "")
-        if needed and needed not in self.encoder_spec.capabilities:
+        needed = set(self.aggregator.requires)
+        needed |= {"embeddings": {"embed_video"}, "captions": {"describe"}}.get(self.aggregator.needs or "", set())
+        missing = sorted(needed - set(self.encoder_spec.capabilities))
+        if missing:
             raise UsageError(
-                f"aggregator {self.aggregator_spec.name!r} needs an encoder that can {needed}; encoder "
-                f"{self.encoder_spec.name!r} can {', '.join(self.encoder_spec.capabilities)}"
+                f"aggregator {self.aggregator_spec.name!r} needs an encoder that can {', '.join(missing)}; encoder "
+                f"{self.encoder_spec.name!r} can {', '.join(self.encoder_spec.capabilities) or 'nothing'}"
             )
         for kind in sorted(kinds):
             if kind in self.aggregator_spec.kinds:

@@ -54,8 +54,23 @@ class Host:
     @property
     def registry(self) -> Registry:
         if self._registry is None:
-            self._registry = collect(self.pm)
+            self._registry = collect(self.pm, self._hook_failed)
         return self._registry
+
+    def _hook_failed(self, plugin: str, hook: str, exc: BaseException) -> None:
+        """A plugin whose hook raises is reported like one that fails to import, and skipped."""
+        failure = PluginFailure(plugin, hook, f"{type(exc).__name__} in {hook}: {exc}", traceback.format_exc())
+        if _strict():
+            raise UsageError(f"plugin {plugin!r} failed in {hook}: {failure.error}") from exc
+        self.failures.append(failure)
+
+    def add_commands(self, app: Any) -> None:
+        """Let every plugin add sub-commands; a failing plugin is reported and the others still load."""
+        for impl in reversed(self.pm.hook.register_commands.get_hookimpls()):
+            try:
+                impl.function(app=app)
+            except Exception as exc:
+                self._hook_failed(impl.plugin_name, "register_commands", exc)
 
     def register(self, plugin: Any, name: str) -> None:
         """Register a plugin object directly (tests, embedding); invalidates the collected registry."""
@@ -121,8 +136,12 @@ _HOOKS = {
 }
 
 
-def collect(pm: pluggy.PluginManager) -> Registry:
-    """Call every registration hook and build the registry; duplicate names are an error naming both plugins."""
+def collect(pm: pluggy.PluginManager, on_error: Any = None) -> Registry:
+    """Call every registration hook and build the registry; duplicate names are an error naming both plugins.
+
+    ``on_error(plugin, hook, exc)`` is told of a hook that raised anything but a UsageError; without it the
+    exception propagates.
+    """
     registry = Registry()
     for kind, (hook_name, spec_type) in _HOOKS.items():
         table = registry.table(kind)
@@ -143,7 +162,14 @@ def collect(pm: pluggy.PluginManager) -> Registry:
                     )
                 _table[spec.name] = replace(spec, plugin=_plugin)
 
-            impl.function(register=register)
+            try:
+                impl.function(register=register)
+            except UsageError:
+                raise
+            except Exception as exc:
+                if on_error is None:
+                    raise
+                on_error(plugin_name, hook_name, exc)
     return registry
 
 

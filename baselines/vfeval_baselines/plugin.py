@@ -1,0 +1,46 @@
+"""The built-in baselines, registered through the ``vfeval`` entry point like any third-party plugin.
+
+Config classes live in light modules (numpy only), so registering them imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+from vfeval import hookimpl
+from vfeval.specs import AggregatorSpec, EncoderSpec
+
+
+@hookimpl
+def register_encoders(register):
+    from vfeval_baselines.pixel import PixelConfig
+    from vfeval_baselines.text import HashedTextConfig
+
+    register(EncoderSpec(
+        name="pixel", factory="vfeval_baselines.pixel:make_encoder", config=PixelConfig,
+        capabilities=("embed_video", "embed_text"),
+        description="Non-learned: share of each basic colour in the video; colour words in the text.",
+    ))
+    register(EncoderSpec(
+        name="hashed-text", factory="vfeval_baselines.text:make_encoder", config=HashedTextConfig,
+        capabilities=("embed_text",),
+        description="Non-learned text embedding (hashed words and character trigrams), for blind baselines.",
+    ))
+
+
+@hookimpl
+def register_aggregators(register):
+    from vfeval_baselines.choice import BlindConfig, ConstantConfig, RandomConfig
+
+    register(AggregatorSpec(
+        name="random", factory="vfeval_baselines.choice:make_random", config=RandomConfig,
+        kinds=("choice_scores", "video_embedding", "text_embedding"),
+        description="Seeded random answers: chance level.",
+    ))
+    register(AggregatorSpec(
+        name="blind", factory="vfeval_baselines.choice:make_blind", config=BlindConfig,
+        kinds=("choice_scores",),
+        description="Question-option text similarity, never looks at the video.",
+    ))
+    register(AggregatorSpec(
+        name="constant", factory="vfeval_baselines.choice:make_constant", config=ConstantConfig,
+        kinds=("choice_scores",), description="Always the same option (answer-prior check).",
+    ))

@@ -1,0 +1,304 @@
+"""EgoSchema: five-way multiple-choice questions about three-minute egocentric videos.
+
+Data layout under ``task.root`` (the files of the official repository, egoschema/EgoSchema)::
+
+    questions.json        5031 x {"q_uid", "google_drive_id", "question", "option 0", ..., "option 4"}
+    subset_answers.json   {q_uid: answer index 0..4} for 500 questions
+    videos/{q_uid}.mp4    180 s of Ego4D each
+
+Splits:
+
+- ``subset``: the 500 questions with public answers, scored offline (accuracy in percent, chance is 20%).
+- ``full``: all questions. Their answers are withheld, so this split is never scored here: the task writes
+  ``submission.json`` (``{q_uid: int}``) for the organisers' grader instead.
+
+Both splits write ``submission.json``. Subset and full numbers differ a lot in the literature, so the split is
+part of the protocol of every result.
+
+This module is imported when the task is registered: keep it free of heavy imports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vfeval.config import TaskConfig
+from vfeval.errors import UsageError
+from vfeval.metrics import bootstrap
+from vfeval.requests import Request, VideoWindow, choice_scores
+from vfeval.task import Metric, Sample, SampleResult, Scores, Task
+
+NUM_OPTIONS = 5
+OPTION_KEYS = tuple(f"option {i}" for i in range(NUM_OPTIONS))
+QUESTION_KEYS = ("q_uid", "google_drive_id", "question", *OPTION_KEYS)
+FULL_SET_SIZE = 5031
+"""Entries of the official questions.json; the grader expects an answer for each."""
+SPLITS = ("subset", "full")
+GRADER_NOTE = (
+    "EgoSchema full-set accuracy comes only from the organisers' grader: submit submission.json "
+    "(Kaggle competition egoschema-public or the repository's validate.py)"
+)
+
+
+@dataclass
+class EgoSchemaConfig(TaskConfig):
+    """Where the EgoSchema files are. Paths are relative to ``root`` unless absolute."""
+
+    name: str = "egoschema"
+    root: str = "${oc.env:VFEVAL_DATA,data}/egoschema"
+    split: str = "subset"
+    questions: str = "questions.json"
+    answers: str = "subset_answers.json"
+    """Public answers of the subset split; not read for the full split."""
+    videos: str = "videos"
+    video_ext: str = "mp4"
+
+
+class EgoSchemaTask(Task):
+    """Zero-shot or trained multiple choice: one ``choice_scores`` request per question."""
+
+    name = "egoschema"
+    version = "1"
+    metric_versions = {"accuracy": "1", "bootstrap": bootstrap.VERSION}
+
+    def __init__(self, config: EgoSchemaConfig) -> None:
+        super().__init__(config)
+        if config.split not in SPLITS:
+            raise UsageError(
+                f"config: bad value for 'task.split': {config.split!r}; egoschema has splits subset, full"
+            )
+        self._num_questions: int | None = None
+        """Entries of questions.json, known once ``load()`` has run; a full submission must cover them all."""
+
+    # -- paths ---------------------------------------------------------------------------------------------
+
+    @property
+    def root(self) -> Path:
+        root = str(self.config.root)
+        if "${" in root:
+            # A config built in code rather than through OmegaConf still holds the interpolation string.
+            from omegaconf import OmegaConf
+
+            root = str(OmegaConf.create({"root": root}).root)
+        return Path(root).expanduser()
+
+    def _path(self, name: str) -> Path:
+        path = Path(name).expanduser()
+        return path if path.is_absolute() else self.root / path
+
+    @property
+    def questions_path(self) -> Path:
+        return self._path(self.config.questions)
+
+    @property
+    def answers_path(self) -> Path:
+        return self._path(self.config.answers)
+
+    @property
+    def videos_dir(self) -> Path:
+        return self._path(self.config.videos)
+
+    def video_path(self, q_uid: str) -> Path:
+        return self.videos_dir / f"{q_uid}.{self.config.video_ext}"
+
+    def _check_files(self) -> None:
+        """One error naming everything that is missing and where to get it, rather than one file at a time."""
+        needed = [self.questions_path, self.videos_dir]
+        if self.split == "subset":
+            needed.insert(1, self.answers_path)
+        missing = [str(p) for p in needed if not p.exists()]
+        if not missing:
+            return
+        where = (
+            f"root {self.root} does not exist" if not self.root.exists() else f"missing {', '.join(missing)}"
+        )
+        raise UsageError(
+            f"EgoSchema data not found ({where}); expected {self.questions_path}, {self.answers_path} "
+            f"(subset split) and {self.videos_dir}/{{q_uid}}.{self.config.video_ext}: the json files come "
+            "from the EgoSchema repository (github.com/egoschema/EgoSchema), the videos from its download "
+            "instructions; for offline synthetic data run `vfeval data synthetic --out DIR` and set "
+            "task.root=DIR/egoschema"
+        )
+
+    # -- loading -------------------------------------------------------------------------------------------
+
+    def load(self) -> list[Sample]:
+        self._check_files()
+        questions = read_questions(self.questions_path)
+        self._num_questions = len(questions)
+        if self.split == "subset":
+            answers = read_answers(self.answers_path)
+            present = {q["q_uid"] for q in questions}
+            absent = [uid for uid in answers if uid not in present]
+            if absent:
+                raise UsageError(
+                    f"{self.questions_path} lacks {len(absent)} of the {len(answers)} questions answered in "
+                    f"{self.answers_path} (first: {absent[0]}); use the full questions.json of the EgoSchema "
+                    "repository"
+                )
+            # Keep the order of questions.json so samples (and their ids in logs) come out the same every run.
+            return [self._sample(q, answers[q["q_uid"]]) for q in questions if q["q_uid"] in answers]
+        return [self._sample(q, None) for q in questions]
+
+    def _sample(self, entry: dict[str, str], target: int | None) -> Sample:
+        q_uid = entry["q_uid"]
+        return Sample(
+            id=q_uid,
+            video=VideoWindow(q_uid, str(self.video_path(q_uid))),
+            target=target,
+            data={"question": entry["question"], "options": [entry[k] for k in OPTION_KEYS]},
+            group=q_uid,
+        )
+
+    # -- requests and predictions --------------------------------------------------------------------------
+
+    def requests(self, sample: Sample) -> list[Request]:
+        return [choice_scores(sample.video, sample.data["question"], sample.data["options"])]
+
+    def predict(self, result: SampleResult) -> tuple[Any, Any]:
+        """The option with the highest score (the lowest index on ties) and whether it is the answer."""
+        if result.answers is None:
+            return None, None
+        scores = np.asarray(result.answers[0], dtype=np.float64).reshape(-1)
+        if scores.size != NUM_OPTIONS:
+            raise ValueError(
+                f"egoschema {result.sample.id}: expected {NUM_OPTIONS} option scores, got {scores.size}"
+            )
+        # np.argmax would pick a NaN over any number; a NaN score must never be the prediction.
+        prediction = int(np.argmax(np.where(np.isnan(scores), -np.inf, scores)))
+        target = result.sample.target
+        return prediction, None if target is None else prediction == int(target)
+
+    def _predictions(self, results: list[SampleResult]) -> list[tuple[SampleResult, int, bool | None]]:
+        """(result, prediction, correct) of every sample that did not fail, recomputed from its answers."""
+        out = []
+        for r in results:
+            if not r.failed:
+                prediction, correct = self.predict(r)
+                out.append((r, prediction, correct))
+        return out
+
+    # -- scoring -------------------------------------------------------------------------------------------
+
+    def score(self, results: list[SampleResult], seed: int = 0) -> Scores:
+        scored = self._predictions(results)
+        n_failed = len(results) - len(scored)
+        notes = [f"{n_failed} of {len(results)} samples failed and are not scored"] if n_failed else []
+        if self.split == "full":
+            return Scores(scored=False, notes=[GRADER_NOTE, *self._coverage_notes(len(scored)), *notes])
+        if not scored:
+            return Scores(scored=False, headline="accuracy", notes=["no sample could be scored", *notes])
+
+        groups = [r.sample.group or r.sample.id for r, _, _ in scored]
+        correct = np.array([100.0 * bool(c) for _, _, c in scored])
+        mean, low, high = bootstrap.mean_ci(correct, groups, seed=seed)
+        metrics = {"accuracy": Metric(mean, low, high, n=len(scored))}
+
+        predictions = np.array([p for _, p, _ in scored])
+        targets = np.array([int(r.sample.target) for r, _, _ in scored])
+        # Share of each predicted index: a model that always answers one letter shows up here at a glance.
+        answer_share = {}
+        accuracy_by_answer = {}
+        for k in range(NUM_OPTIONS):
+            share, s_low, s_high = bootstrap.mean_ci(100.0 * (predictions == k), groups, seed=seed)
+            answer_share[str(k)] = Metric(share, s_low, s_high, n=len(scored), higher_is_better=False)
+            rows = np.flatnonzero(targets == k)
+            if rows.size:
+                acc, a_low, a_high = bootstrap.mean_ci(correct[rows], [groups[i] for i in rows], seed=seed)
+                accuracy_by_answer[str(k)] = Metric(acc, a_low, a_high, n=int(rows.size))
+        return Scores(
+            metrics=metrics,
+            headline="accuracy",
+            breakdowns={"answer_share": answer_share, "accuracy_by_answer": accuracy_by_answer},
+            notes=notes,
+        )
+
+    def _coverage_notes(self, n_answered: int) -> list[str]:
+        total = self._num_questions
+        notes = []
+        if total is not None and total != FULL_SET_SIZE:
+            notes.append(f"questions.json holds {total} questions; the official file has {FULL_SET_SIZE}")
+        total = FULL_SET_SIZE if total is None else total
+        coverage = f"submission.json covers {n_answered} of {total} questions"
+        if n_answered < total:
+            coverage += "; the grader needs an answer for every q_uid of questions.json, so it is incomplete"
+        notes.append(coverage)
+        return notes
+
+    # -- outputs -------------------------------------------------------------------------------------------
+
+    def write_outputs(self, results: list[SampleResult], run_dir: Path) -> dict[str, str]:
+        """``submission.json``: ``{q_uid: predicted index}`` of every sample that did not fail."""
+        submission = {r.sample.id: prediction for r, prediction, _ in self._predictions(results)}
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path = run_dir / "submission.json"
+        # Write then rename, so an interrupted run never leaves a half-written file for the grader.
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(submission, indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+        return {"submission": str(path)}
+
+    def protocol_options(self) -> dict[str, Any]:
+        return {}
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path} is not valid JSON: {exc}") from exc
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def read_questions(path: Path) -> list[dict[str, str]]:
+    """The entries of an EgoSchema ``questions.json``, validated; a bad entry names its index and key."""
+    data = _read_json(path)
+    if not isinstance(data, list):
+        raise UsageError(f"{path} must hold a JSON list of questions, not a {type(data).__name__}")
+    seen: set[str] = set()
+    for i, entry in enumerate(data):
+        if not isinstance(entry, dict):
+            raise UsageError(f"{path}: entry {i} must be an object with keys {', '.join(QUESTION_KEYS)}")
+        for key in QUESTION_KEYS:
+            if key not in entry:
+                raise UsageError(f"{path}: entry {i} has no key {key!r}")
+            if not isinstance(entry[key], str):
+                raise UsageError(
+                    f"{path}: entry {i} key {key!r} must be a string, not {type(entry[key]).__name__}"
+                )
+        q_uid = entry["q_uid"]
+        if not q_uid:
+            raise UsageError(f"{path}: entry {i} key 'q_uid' is empty")
+        if q_uid in seen:
+            raise UsageError(f"{path}: entry {i} repeats q_uid {q_uid}")
+        seen.add(q_uid)
+    return data
+
+
+def read_answers(path: Path) -> dict[str, int]:
+    """An EgoSchema ``subset_answers.json``, ``{q_uid: 0..4}``, validated."""
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise UsageError(
+            f"{path} must hold a JSON object {{q_uid: answer index}}, not a {type(data).__name__}"
+        )
+    for q_uid, answer in data.items():
+        # bool is an int in Python; true/false in the file is a mistake, not an answer.
+        if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < NUM_OPTIONS:
+            raise UsageError(
+                f"{path}: answer of {q_uid!r} must be an integer 0..{NUM_OPTIONS - 1}, not {answer!r}"
+            )
+    return data
+
+
+def make_task(config: EgoSchemaConfig) -> EgoSchemaTask:
+    return EgoSchemaTask(config)

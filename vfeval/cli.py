@@ -1,0 +1,184 @@
+"""The ``vfeval`` command line.
+
+Exit codes: 0 done, 1 the run failed, 2 a usage or config error (one line naming the key or file).
+Nothing heavy is imported here: ``vfeval --help``, ``vfeval ls`` and ``vfeval plugins`` stay fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vfeval.errors import UsageError
+from vfeval.plugins import Host, get_plugin_manager
+
+KINDS = ("tasks", "encoders", "aggregators", "trainers")
+out = Console()
+err = Console(stderr=True)
+
+
+def _fmt_metric(m: dict) -> str:
+    ci = m.get("ci95")
+    if ci and ci[0] is not None:
+        return f"{m['value']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+    return f"{m['value']:.4g}"
+
+
+def print_summary(result: dict, run_dir: Path, stats: dict | None = None) -> None:
+    table = Table(title=f"{result['task']['name']} / {result['task']['split']} — {result['run']['name']}")
+    table.add_column("metric")
+    table.add_column("value [95% CI]", justify="right")
+    for name, m in result.get("metrics", {}).items():
+        star = " *" if name == result.get("headline") else ""
+        table.add_row(name + star, _fmt_metric(m))
+    out.print(table)
+    t = result["task"]
+    out.print(f"samples: {t['n']}  failed: {t['n_failed']}  complete: {result['complete']}")
+    if stats:
+        out.print(
+            f"requests: {stats['requests']} (cached {stats['cached']}, computed {stats['computed']}); "
+            f"windows decoded {stats['windows_decoded']}, from feature store {stats['windows_from_store']}"
+        )
+    for note in result.get("notes", []):
+        out.print(f"note: {note}")
+    for label, path in result.get("outputs", {}).items():
+        out.print(f"{label}: {path}")
+    out.print(f"results: {run_dir / 'results.json'}")
+
+
+def build_app(host: Host) -> typer.Typer:
+    app = typer.Typer(
+        name="vfeval", no_args_is_help=True, add_completion=False,
+        help="Evaluate video encoders on long-video benchmarks under one protocol.",
+    )
+
+    @app.command()
+    def run(
+        config: Path = typer.Argument(..., help="Run config YAML (see configs/)."),
+        overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. task.root=/data"),
+        limit: Optional[int] = typer.Option(None, help="Score only the first N samples (a quick look)."),
+        retry_failed: bool = typer.Option(False, "--retry-failed", help="Decode videos that failed before again."),
+        name: Optional[str] = typer.Option(None, help="Run name (folder under output.dir)."),
+    ) -> None:
+        """Run a task with a pipeline; resumes from the cache; writes runs/<name>/results.json."""
+        from vfeval.config import load_run_config
+        from vfeval.runner import run as run_task
+
+        extra = list(overrides or [])
+        if limit is not None:
+            extra.append(f"run.limit={limit}")
+        if retry_failed:
+            extra.append("run.retry_failed=true")
+        if name:
+            extra.append(f"output.name={name}")
+        cfg = load_run_config(config, extra, host.registry)
+        outcome = run_task(cfg, host)
+        print_summary(outcome.result, outcome.run_dir, outcome.stats.to_dict())
+
+    @app.command()
+    def rescore(run_dir: Path = typer.Argument(..., help="A run folder written by `vfeval run`.")) -> None:
+        """Recompute metrics from a run's saved answers, without the model or the videos."""
+        from vfeval.runner import rescore as do_rescore
+
+        old, new = do_rescore(run_dir, host)
+        same = old.get("metrics") == new.get("metrics")
+        print_summary(new, run_dir if run_dir.is_dir() else run_dir.parent)
+        out.print("metrics unchanged" if same else "metrics changed from the saved ones")
+
+    @app.command("ls")
+    def ls(kind: Optional[str] = typer.Argument(None, help="tasks, encoders, aggregators or trainers")) -> None:
+        """List what the installed plugins registered."""
+        kinds = KINDS if kind is None else (kind,)
+        if kind is not None and kind not in KINDS:
+            raise UsageError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+        for k in kinds:
+            table = Table(title=k)
+            for col in ("name", "plugin", "details", "description"):
+                table.add_column(col)
+            for name, spec in sorted(host.registry.table(k).items()):
+                details = ""
+                if k == "tasks":
+                    details = f"v{spec.version}; splits: {', '.join(spec.splits)}"
+                elif k == "encoders":
+                    details = f"{'/'.join(spec.backends)}; {', '.join(spec.capabilities)}"
+                elif k == "aggregators":
+                    details = ", ".join(spec.kinds)
+                table.add_row(name, spec.plugin, details, spec.description)
+            out.print(table)
+
+    @app.command()
+    def plugins() -> None:
+        """Show installed plugins, and those that failed to load with their error."""
+        table = Table(title="plugins")
+        for col in ("name", "module", "distribution", "status"):
+            table.add_column(col)
+        for p in host.plugins:
+            table.add_row(p.name, p.target, f"{p.distribution} {p.version}".strip(), "ok")
+        for f in host.failures:
+            table.add_row(f.name, f.target, "", f"[red]failed: {f.error}[/red]")
+        out.print(table)
+
+    @app.command()
+    def train(
+        config: Path = typer.Argument(..., help="Training config YAML (see configs/train/)."),
+        overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides"),
+    ) -> None:
+        """Run a registered training recipe (its name is the config's `trainer` key)."""
+        from vfeval.config import load_trainer_config
+
+        spec, cfg = load_trainer_config(config, list(overrides or []), host.registry)
+        final = spec.load()(cfg)
+        out.print(f"final checkpoint: {final}")
+
+    cache_app = typer.Typer(help="Show or free the answer cache and feature store.", no_args_is_help=True)
+
+    @cache_app.command("info")
+    def cache_info(cache_dir: Path = typer.Option(Path(".vfeval_cache"), envvar="VFEVAL_CACHE")) -> None:
+        """Size and contents of the cache."""
+        from vfeval.cache import Cache
+
+        c = Cache(cache_dir / "vfeval.sqlite")
+        for k, v in c.info().items():
+            out.print(f"{k}: {v}")
+        c.close()
+
+    @cache_app.command("clear")
+    def cache_clear(cache_dir: Path = typer.Option(Path(".vfeval_cache"), envvar="VFEVAL_CACHE")) -> None:
+        """Delete every cached answer and feature."""
+        from vfeval.cache import Cache
+
+        c = Cache(cache_dir / "vfeval.sqlite")
+        c.clear()
+        c.close()
+        out.print(f"cleared {cache_dir}")
+
+    app.add_typer(cache_app, name="cache")
+    host.add_commands(app)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        host = get_plugin_manager()
+        app = build_app(host)
+        app(args=argv, prog_name="vfeval", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(1)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted; answers computed so far are cached; run the same command to resume", file=sys.stderr)
+        sys.exit(130)

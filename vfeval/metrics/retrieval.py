@@ -1,0 +1,223 @@
+"""Text-video retrieval metrics: R@K, median rank and mean rank, with tie-robust ranks.
+
+Convention (CLIP4Clip, VideoCLIP, MIL-NCE): the similarity matrix has texts as rows and videos as columns;
+``r`` is the 0-based rank of the correct item; R@K = 100 * mean(r < K), MdR = median(r) + 1,
+MnR = mean(r) + 1. The reference implementations find ``r`` by sorting a row and looking up where the
+correct score landed, which is ambiguous when scores tie. Here a tie always counts against the model:
+``r`` = (candidates scoring strictly higher) + (other candidates scoring exactly the same). A degenerate
+encoder that gives every pair the same score therefore gets the worst rank, never the best.
+
+Ranks depend only on the similarity matrix, and ``similarity`` computes each row independently of how many
+rows are in the call, so the metrics cannot change with the batch size used to embed or to score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from vfeval.errors import UsageError
+from vfeval.metrics.bootstrap import DEFAULT_RESAMPLES, cluster_bootstrap, mean_ci
+from vfeval.task import Metric
+
+VERSION = "1"
+DEFAULT_KS = (1, 5, 10)
+ROW_CHUNK = 256
+"""Rows per block. Bounds the temporary memory to ROW_CHUNK x C and fixes the matmul shape (see similarity)."""
+_NORM_EPS = 1e-12
+
+
+def _normalise(emb: np.ndarray, name: str) -> np.ndarray:
+    """[N, D] any float -> [N, D] float32 with unit rows (a zero row stays zero, as torch's F.normalize)."""
+    x = np.asarray(emb)
+    if x.ndim != 2:
+        raise UsageError(f"{name} must be a 2-D array [N, D], got shape {x.shape}")
+    x = x.astype(np.float32, copy=False)
+    if not np.isfinite(x).all():
+        bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+        raise UsageError(f"{name} has NaN or infinite values in {bad.size} rows (first: {bad[:5].tolist()})")
+    norm = np.sqrt(np.sum(x * x, axis=1, dtype=np.float32))
+    return x / np.maximum(norm, _NORM_EPS)[:, None]
+
+
+def similarity(text_emb: np.ndarray, video_emb: np.ndarray) -> np.ndarray:
+    """Cosine similarity of L2-normalised embeddings.
+
+    text_emb: [T, D], video_emb: [V, D] (cast to float32). Returns float32 [T, V], texts as rows.
+
+    BLAS may accumulate a dot product in a different order depending on the shape of the call (small
+    matrices take other kernels), so a row could change in its last bits with the number of rows passed in.
+    Every product here is therefore computed on a block of exactly ROW_CHUNK rows, the last one zero-padded:
+    a text's row of similarities is the same whether it is scored alone, in a subset or in the full set.
+    """
+    t = _normalise(text_emb, "text embeddings")
+    v = _normalise(video_emb, "video embeddings")
+    if t.shape[1] != v.shape[1]:
+        raise UsageError(f"text and video embeddings differ in width: {t.shape[1]} vs {v.shape[1]}")
+    out = np.empty((t.shape[0], v.shape[0]), dtype=np.float32)
+    block = np.zeros((ROW_CHUNK, t.shape[1]), dtype=np.float32)
+    vt = np.ascontiguousarray(v.T)
+    for start in range(0, t.shape[0], ROW_CHUNK):
+        rows = min(ROW_CHUNK, t.shape[0] - start)
+        block[:rows] = t[start : start + rows]
+        block[rows:] = 0.0
+        out[start : start + rows] = (block @ vt)[:rows]
+    return out
+
+
+def _check_matrix(sim: np.ndarray) -> np.ndarray:
+    s = np.asarray(sim)
+    if s.ndim != 2 or s.shape[0] == 0 or s.shape[1] == 0:
+        raise UsageError(f"the similarity matrix must be 2-D and non-empty, got shape {s.shape}")
+    if not np.issubdtype(s.dtype, np.floating):
+        s = s.astype(np.float64)
+    return s
+
+
+def _check_nan(block: np.ndarray, start: int) -> None:
+    # max() propagates NaN, and is much cheaper than a full isnan() pass.
+    if np.isnan(block.max()):
+        row = start + int(np.flatnonzero(np.isnan(block).any(axis=1))[0])
+        raise UsageError(f"the similarity matrix has NaN values (first in row {row}); check the embeddings")
+
+
+def _check_index(index: np.ndarray, n_rows: int, n_cols: int, name: str) -> np.ndarray:
+    idx = np.asarray(index)
+    if idx.shape != (n_rows,):
+        raise UsageError(f"{name} must have shape ({n_rows},), one entry per text, got {idx.shape}")
+    if not np.issubdtype(idx.dtype, np.integer):
+        raise UsageError(f"{name} must hold integer column indices, got dtype {idx.dtype}")
+    if idx.size and (idx.min() < 0 or idx.max() >= n_cols):
+        raise UsageError(f"{name} has indices outside [0, {n_cols}): min {idx.min()}, max {idx.max()}")
+    return idx.astype(np.intp)
+
+
+def ranks(sim: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Pessimistic 0-based rank of the correct column of each row.
+
+    sim: float [Q, C]; gt: int [Q], the correct column of each row. Returns int64 [Q]:
+    rank[q] = #{c : sim[q, c] > t} + #{c != gt[q] : sim[q, c] == t}, t = sim[q, gt[q]],
+    i.e. #{c : sim[q, c] >= t} - 1. O(Q * C) comparisons, no sort; NaN anywhere is a UsageError.
+    """
+    s = _check_matrix(sim)
+    target_col = _check_index(gt, s.shape[0], s.shape[1], "gt")
+    out = np.empty(s.shape[0], dtype=np.int64)
+    for start in range(0, s.shape[0], ROW_CHUNK):
+        block = s[start : start + ROW_CHUNK]
+        _check_nan(block, start)
+        target = block[np.arange(block.shape[0]), target_col[start : start + ROW_CHUNK]]
+        # The correct column always satisfies >=, so subtracting it leaves greater + other ties.
+        out[start : start + block.shape[0]] = np.count_nonzero(block >= target[:, None], axis=1) - 1
+    return out
+
+
+def text_to_video(sim_text_video: np.ndarray, text_video: np.ndarray) -> np.ndarray:
+    """Rank of each caption's video among all videos.
+
+    sim_text_video: float [T, V]; text_video: int [T], the video (column) of each caption.
+    Returns int64 [T] ranks, one per caption (several captions of a video are separate queries).
+    """
+    return ranks(sim_text_video, text_video)
+
+
+def _videos_without_captions(text_video: np.ndarray, n_videos: int) -> None:
+    has = np.zeros(n_videos, dtype=bool)
+    has[text_video] = True
+    if not has.all():
+        missing = np.flatnonzero(~has)
+        raise UsageError(
+            f"video-to-text needs at least one caption per video; {missing.size} videos have none "
+            f"(columns {missing[:5].tolist()}); drop them from the similarity matrix"
+        )
+
+
+def video_to_text(sim_text_video: np.ndarray, text_video: np.ndarray, among: str = "captions") -> np.ndarray:
+    """Rank of each video's captions, with several captions per video.
+
+    sim_text_video: float [T, V] (texts as rows, as everywhere); text_video: int [T], the video of each
+    caption. Every video must have at least one caption. Returns int64 [V], one rank per video.
+
+    among="captions" (default; the image-to-text convention of COCO/Flickr retrieval, e.g. VSE++): each
+    video ranks all T captions; its rank is the best rank of any of its own captions. With b_v the
+    highest score of one of v's captions, rank_v = #{captions t of other videos : sim[t, v] >= b_v}:
+    ties with other videos' captions count against the model, ties among v's own captions do not (they
+    are all correct).
+
+    among="videos" (CLIP4Clip's multi-sentence evaluation): each candidate video u is scored by the max
+    similarity over u's captions, and v is ranked among these V scores (pessimistic ties as ``ranks``).
+
+    Both equal ``ranks(sim.T, ...)`` when every video has exactly one caption (MSR-VTT 1k-A). They differ
+    when another video has several captions above v's best: the first counts each of them, the second
+    counts that video once. Which one a result used is part of its protocol.
+    """
+    s = _check_matrix(sim_text_video)
+    tv = _check_index(text_video, s.shape[0], s.shape[1], "text_video")
+    n_texts, n_videos = s.shape
+    _videos_without_captions(tv, n_videos)
+    own = s[np.arange(n_texts), tv]  # [T] score of each caption with its own video; NaN is caught per block
+    if among == "videos":
+        pooled = np.full((n_videos, n_videos), -np.inf, dtype=s.dtype)  # [candidate u, query v]
+        for start in range(0, n_texts, ROW_CHUNK):
+            block = s[start : start + ROW_CHUNK]
+            _check_nan(block, start)
+            np.maximum.at(pooled, tv[start : start + ROW_CHUNK], block)
+        return ranks(pooled.T, np.arange(n_videos))
+    if among != "captions":
+        raise UsageError(f"video_to_text: among must be 'captions' or 'videos', got {among!r}")
+    best = np.full(n_videos, -np.inf, dtype=s.dtype)
+    np.maximum.at(best, tv, own)  # [V] b_v
+    at_least_best = np.zeros(n_videos, dtype=np.int64)
+    for start in range(0, n_texts, ROW_CHUNK):
+        block = s[start : start + ROW_CHUNK]
+        _check_nan(block, start)
+        at_least_best += np.count_nonzero(block >= best[None, :], axis=0)
+    # Own captions that reach b_v reach it exactly (b_v is their max): remove them from the count.
+    own_at_best = np.bincount(tv, weights=(own == best[tv]), minlength=n_videos).astype(np.int64)
+    return at_least_best - own_at_best
+
+
+def _check_ranks(r: np.ndarray | Sequence[int]) -> np.ndarray:
+    x = np.asarray(r)
+    if x.ndim != 1 or x.size == 0:
+        raise UsageError(f"retrieval metrics need a non-empty 1-D array of ranks, got shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.integer) or x.min() < 0:
+        raise UsageError("ranks must be non-negative integers (0 = the correct item came first)")
+    return x.astype(np.int64)
+
+
+def retrieval_metrics(r: np.ndarray | Sequence[int], ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+    """{"R@1", "R@5", "R@10" (percent), "MdR", "MnR" (1-based)} of 0-based ranks r: int [Q]."""
+    x = _check_ranks(r)
+    out = {f"R@{k}": float(100.0 * np.mean(x < k)) for k in ks}
+    out["MdR"] = float(np.median(x)) + 1.0
+    out["MnR"] = float(np.mean(x)) + 1.0
+    return out
+
+
+def retrieval_metrics_with_ci(
+    r: np.ndarray | Sequence[int],
+    groups: Sequence[str] | np.ndarray | None = None,
+    seed: int = 0,
+    resamples: int = DEFAULT_RESAMPLES,
+    ks: Sequence[int] = DEFAULT_KS,
+) -> dict[str, Metric]:
+    """The metrics of ``retrieval_metrics`` with 95% clustered-bootstrap intervals.
+
+    r: int [Q]; groups: [Q] cluster of each query (the video id for text-to-video with several captions
+    per video, so that a video's captions are resampled together), or None for independent queries.
+    The same seed gives the same intervals.
+    """
+    x = _check_ranks(r)
+    g = None if groups is None else [str(v) for v in np.asarray(groups).tolist()]
+    if g is not None and len(g) != x.size:
+        raise UsageError(f"groups has {len(g)} entries but there are {x.size} ranks")
+    out: dict[str, Metric] = {}
+    for k in ks:
+        value, low, high = mean_ci(100.0 * (x < k), g, resamples=resamples, seed=seed)
+        out[f"R@{k}"] = Metric(value, low, high, n=x.size)
+    low, high = cluster_bootstrap(lambda rows: float(np.median(x[rows])) + 1.0, x.size, g, resamples, seed)
+    out["MdR"] = Metric(float(np.median(x)) + 1.0, low, high, n=x.size, higher_is_better=False)
+    value, low, high = mean_ci(x + 1.0, g, resamples=resamples, seed=seed)
+    out["MnR"] = Metric(value, low, high, n=x.size, higher_is_better=False)
+    return out
