@@ -115,6 +115,10 @@ def build_app(host: Host) -> typer.Typer:
     @app.command()
     def plugins() -> None:
         """Show installed plugins, and those that failed to load with their error."""
+        try:
+            host.registry  # registration hooks that raise are recorded as failures
+        except UsageError as exc:
+            err.print(f"[red]registry error:[/red] {exc}")
         table = Table(title="plugins")
         for col in ("name", "module", "distribution", "status"):
             table.add_column(col)

@@ -192,10 +192,9 @@ def build_run_config(raw: DictConfig, registry: Registry) -> RunConfig:
     except OmegaConfBaseException as exc:
         raise UsageError(_describe(exc, schema)) from exc
     assert isinstance(cfg, RunConfig)
-    if cfg.pipeline.sampling.mode not in ("uniform", "fps"):
-        raise UsageError(
-            f"config: bad value for 'pipeline.sampling.mode': {cfg.pipeline.sampling.mode!r}; use uniform or fps"
-        )
+    from vfeval.video.sampling import validate
+
+    validate(cfg.pipeline.sampling)
     if task_spec.splits and cfg.task.split not in task_spec.splits:
         raise UsageError(
             f"config: bad value for 'task.split': {cfg.task.split!r}; task {task_spec.name!r} has splits "

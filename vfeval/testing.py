@@ -53,12 +53,14 @@ def read_index(frame: np.ndarray) -> int:
     return value
 
 
-def _video_codec() -> str:
-    return "libx264" if "libx264" in av.codecs_available else "mpeg4"
-
-
-def _add_stream(container: av.container.OutputContainer, codec: str, rate: Fraction, frames: np.ndarray,
-                gop: int, pix_fmt: str) -> av.video.stream.VideoStream:
+def _add_stream(
+    container: av.container.OutputContainer,
+    codec: str,
+    rate: Fraction,
+    frames: np.ndarray,
+    gop: int,
+    pix_fmt: str,
+) -> av.video.stream.VideoStream:
     if codec == "libx264" and codec not in av.codecs_available:
         codec = "mpeg4"
     options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"} if codec == "libx264" else {}
@@ -70,8 +72,13 @@ def _add_stream(container: av.container.OutputContainer, codec: str, rate: Fract
     return stream
 
 
-def _encode(container: av.container.OutputContainer, stream: av.video.stream.VideoStream, frames: np.ndarray,
-            pts: list[int], time_base: Fraction) -> None:
+def _encode(
+    container: av.container.OutputContainer,
+    stream: av.video.stream.VideoStream,
+    frames: np.ndarray,
+    pts: list[int],
+    time_base: Fraction,
+) -> None:
     for array, stamp in zip(frames, pts, strict=True):
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
         frame.pts, frame.time_base = stamp, time_base
@@ -114,10 +121,11 @@ def write_vfr_video(
     if any(b <= a for a, b in zip(stamps, stamps[1:], strict=False)):
         raise ValueError("pts_seconds must increase by at least a millisecond per frame")
     span = max(stamps[-1] - stamps[0], 1) / 1000
-    rate = Fraction(max(len(stamps) - 1, 1) / span).limit_denominator(1000)  # the mean rate, a hint to the encoder
+    # The encoder wants a rate for its rate control: give it the mean one.
+    rate = Fraction(max(len(stamps) - 1, 1) / span).limit_denominator(1000)
     time_base = Fraction(1, 1000)
     with av.open(str(path), mode="w") as container:
-        stream = _add_stream(container, _video_codec(), rate, frames, gop, "yuv420p")
+        stream = _add_stream(container, "libx264", rate, frames, gop, "yuv420p")
         stream.codec_context.time_base = time_base
         stream.time_base = time_base
         _encode(container, stream, frames, stamps, time_base)

@@ -7,12 +7,13 @@ correct score landed, which is ambiguous when scores tie. Here a tie always coun
 ``r`` = (candidates scoring strictly higher) + (other candidates scoring exactly the same). A degenerate
 encoder that gives every pair the same score therefore gets the worst rank, never the best.
 
-Ranks depend only on the similarity matrix, and ``similarity`` computes each row independently of how many
-rows are in the call, so the metrics cannot change with the batch size used to embed or to score.
+Ranks depend only on the similarity matrix, and each entry of ``similarity`` depends only on its two
+embeddings, so the metrics cannot change with the batch size used to embed or to score.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,45 +25,69 @@ from vfeval.task import Metric
 VERSION = "1"
 DEFAULT_KS = (1, 5, 10)
 ROW_CHUNK = 256
-"""Rows per block. Bounds the temporary memory to ROW_CHUNK x C and fixes the matmul shape (see similarity)."""
+"""Rows per block: bounds temporary memory to ROW_CHUNK x (number of columns)."""
 _NORM_EPS = 1e-12
+_EXACT_CHUNK = 4096
 
 
 def _normalise(emb: np.ndarray, name: str) -> np.ndarray:
-    """[N, D] any float -> [N, D] float32 with unit rows (a zero row stays zero, as torch's F.normalize)."""
+    """[N, D] embeddings -> [N, D] float32 unit rows (a zero row stays zero, as torch's F.normalize)."""
     x = np.asarray(emb)
-    if x.ndim != 2:
-        raise UsageError(f"{name} must be a 2-D array [N, D], got shape {x.shape}")
-    x = x.astype(np.float32, copy=False)
+    if x.ndim != 2 or not np.issubdtype(x.dtype, np.number):
+        raise UsageError(f"{name} must be a numeric 2-D array [N, D], got shape {x.shape} of {x.dtype}")
+    x = x.astype(np.float32, copy=False).astype(np.float64)
     if not np.isfinite(x).all():
         bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
-        raise UsageError(f"{name} has NaN or infinite values in {bad.size} rows (first: {bad[:5].tolist()})")
-    norm = np.sqrt(np.sum(x * x, axis=1, dtype=np.float32))
-    return x / np.maximum(norm, _NORM_EPS)[:, None]
+        raise UsageError(f"{name} have NaN or infinite values in {bad.size} rows (first: {bad[:5].tolist()})")
+    norm = np.sqrt(np.sum(x * x, axis=1))  # squares of float32 values are exact in float64
+    return (x / np.maximum(norm, _NORM_EPS)[:, None]).astype(np.float32)
+
+
+def _round_exact(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """float32 of the correctly rounded float64 dot product of each row pair. a, b: float64 [F, D] -> [F]."""
+    out = np.empty(a.shape[0], dtype=np.float32)
+    for start in range(0, a.shape[0], _EXACT_CHUNK):
+        prods = a[start : start + _EXACT_CHUNK] * b[start : start + _EXACT_CHUNK]  # exact: float32 * float32
+        approx = prods.sum(axis=1)
+        # Any summation order is within D * eps * sum|p| of the exact sum (2x slack): sparse or orthogonal
+        # vectors, whose dot products are tiny, are settled here without the slow exact sum.
+        bound = 2.0 * prods.shape[1] * np.finfo(np.float64).eps * np.abs(prods).sum(axis=1)
+        settled = (approx - bound).astype(np.float32) == (approx + bound).astype(np.float32)
+        part = approx.astype(np.float32)
+        for i in np.flatnonzero(~settled):
+            part[i] = np.float32(math.fsum(prods[i].tolist()))
+        out[start : start + part.size] = part
+    return out
 
 
 def similarity(text_emb: np.ndarray, video_emb: np.ndarray) -> np.ndarray:
     """Cosine similarity of L2-normalised embeddings.
 
-    text_emb: [T, D], video_emb: [V, D] (cast to float32). Returns float32 [T, V], texts as rows.
+    text_emb: [T, D], video_emb: [V, D] (any float; rounded to float32 first).
+    Returns float32 [T, V], texts as rows: entry [i, j] = float32(fsum(a_i * b_j)), the exactly summed dot
+    product of the float32 unit vectors a_i, b_j rounded to float64 and then to float32.
 
-    BLAS may accumulate a dot product in a different order depending on the shape of the call (small
-    matrices take other kernels), so a row could change in its last bits with the number of rows passed in.
-    Every product here is therefore computed on a block of exactly ROW_CHUNK rows, the last one zero-padded:
-    a text's row of similarities is the same whether it is scored alone, in a subset or in the full set.
+    BLAS sums a dot product in an order that depends on the shape of the call and on where a row sits in
+    it, so a plain float32 matmul can change a text's scores in the last bit when it is scored in another
+    batch or subset. Here the matmul runs in float64 (products of float32 values are exact there), and the
+    few entries whose float32 rounding the float64 error bound cannot decide are summed exactly. Each
+    entry is thus a function of its two embeddings alone: identical embeddings give identical metrics.
     """
-    t = _normalise(text_emb, "text embeddings")
-    v = _normalise(video_emb, "video embeddings")
+    t = _normalise(text_emb, "text embeddings").astype(np.float64)
+    v = _normalise(video_emb, "video embeddings").astype(np.float64)
     if t.shape[1] != v.shape[1]:
         raise UsageError(f"text and video embeddings differ in width: {t.shape[1]} vs {v.shape[1]}")
+    # Unit vectors: |float64 matmul - exact| <= D * eps * |a| |b|, with 2x slack for the float32 norms.
+    bound = 2.0 * t.shape[1] * np.finfo(np.float64).eps
     out = np.empty((t.shape[0], v.shape[0]), dtype=np.float32)
-    block = np.zeros((ROW_CHUNK, t.shape[1]), dtype=np.float32)
     vt = np.ascontiguousarray(v.T)
     for start in range(0, t.shape[0], ROW_CHUNK):
-        rows = min(ROW_CHUNK, t.shape[0] - start)
-        block[:rows] = t[start : start + rows]
-        block[rows:] = 0.0
-        out[start : start + rows] = (block @ vt)[:rows]
+        approx = t[start : start + ROW_CHUNK] @ vt  # [rows, V] float64
+        block = approx.astype(np.float32)
+        rows, cols = np.nonzero((approx - bound).astype(np.float32) != (approx + bound).astype(np.float32))
+        if rows.size:
+            block[rows, cols] = _round_exact(t[start + rows], v[cols])
+        out[start : start + block.shape[0]] = block
     return out
 
 
@@ -75,10 +100,11 @@ def _check_matrix(sim: np.ndarray) -> np.ndarray:
     return s
 
 
-def _check_nan(block: np.ndarray, start: int) -> None:
+def _check_nan(block: np.ndarray, row_ids: np.ndarray | range) -> None:
+    """Refuse NaN in a block of rows; row_ids[i] is the matrix row of block[i], for the message."""
     # max() propagates NaN, and is much cheaper than a full isnan() pass.
     if np.isnan(block.max()):
-        row = start + int(np.flatnonzero(np.isnan(block).any(axis=1))[0])
+        row = int(row_ids[int(np.flatnonzero(np.isnan(block).any(axis=1))[0])])
         raise UsageError(f"the similarity matrix has NaN values (first in row {row}); check the embeddings")
 
 
@@ -105,7 +131,7 @@ def ranks(sim: np.ndarray, gt: np.ndarray) -> np.ndarray:
     out = np.empty(s.shape[0], dtype=np.int64)
     for start in range(0, s.shape[0], ROW_CHUNK):
         block = s[start : start + ROW_CHUNK]
-        _check_nan(block, start)
+        _check_nan(block, range(start, start + block.shape[0]))
         target = block[np.arange(block.shape[0]), target_col[start : start + ROW_CHUNK]]
         # The correct column always satisfies >=, so subtracting it leaves greater + other ties.
         out[start : start + block.shape[0]] = np.count_nonzero(block >= target[:, None], axis=1) - 1
@@ -132,6 +158,22 @@ def _videos_without_captions(text_video: np.ndarray, n_videos: int) -> None:
         )
 
 
+def _max_over_captions(s: np.ndarray, tv: np.ndarray) -> np.ndarray:
+    """[T, V] similarities -> [V, V], row u = max over the captions of video u (every video has one)."""
+    n_videos = s.shape[1]
+    pooled = np.full((n_videos, n_videos), -np.inf, dtype=s.dtype)
+    order = np.argsort(tv, kind="stable")  # captions grouped by video, so each block reduces by segments
+    for start in range(0, order.size, ROW_CHUNK):
+        rows = order[start : start + ROW_CHUNK]
+        block = s[rows]
+        _check_nan(block, rows)
+        ids = tv[rows]
+        first = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        # A video whose captions straddle two blocks is merged with the max of both parts.
+        pooled[ids[first]] = np.maximum(pooled[ids[first]], np.maximum.reduceat(block, first, axis=0))
+    return pooled
+
+
 def video_to_text(sim_text_video: np.ndarray, text_video: np.ndarray, among: str = "captions") -> np.ndarray:
     """Rank of each video's captions, with several captions per video.
 
@@ -153,24 +195,19 @@ def video_to_text(sim_text_video: np.ndarray, text_video: np.ndarray, among: str
     """
     s = _check_matrix(sim_text_video)
     tv = _check_index(text_video, s.shape[0], s.shape[1], "text_video")
+    if among not in ("captions", "videos"):
+        raise UsageError(f"video_to_text: among must be 'captions' or 'videos', got {among!r}")
     n_texts, n_videos = s.shape
     _videos_without_captions(tv, n_videos)
-    own = s[np.arange(n_texts), tv]  # [T] score of each caption with its own video; NaN is caught per block
     if among == "videos":
-        pooled = np.full((n_videos, n_videos), -np.inf, dtype=s.dtype)  # [candidate u, query v]
-        for start in range(0, n_texts, ROW_CHUNK):
-            block = s[start : start + ROW_CHUNK]
-            _check_nan(block, start)
-            np.maximum.at(pooled, tv[start : start + ROW_CHUNK], block)
-        return ranks(pooled.T, np.arange(n_videos))
-    if among != "captions":
-        raise UsageError(f"video_to_text: among must be 'captions' or 'videos', got {among!r}")
+        return ranks(_max_over_captions(s, tv).T, np.arange(n_videos))
+    own = s[np.arange(n_texts), tv]  # [T] score of each caption with its own video; NaN is caught per block
     best = np.full(n_videos, -np.inf, dtype=s.dtype)
     np.maximum.at(best, tv, own)  # [V] b_v
     at_least_best = np.zeros(n_videos, dtype=np.int64)
     for start in range(0, n_texts, ROW_CHUNK):
         block = s[start : start + ROW_CHUNK]
-        _check_nan(block, start)
+        _check_nan(block, range(start, start + block.shape[0]))
         at_least_best += np.count_nonzero(block >= best[None, :], axis=0)
     # Own captions that reach b_v reach it exactly (b_v is their max): remove them from the count.
     own_at_best = np.bincount(tv, weights=(own == best[tv]), minlength=n_videos).astype(np.int64)

@@ -66,9 +66,8 @@ def render(scene: Scene, fps: int = 4, width: int = 64, height: int = 64) -> np.
 def write_mp4(path: str | Path, frames: np.ndarray, fps: int, crf: int = 20, gop: int | None = None) -> Path:
     """Write ``frames`` (``uint8 [T, H, W, 3]``) as an H.264 (libx264, yuv420p) mp4 at ``fps``.
 
-    ``gop`` defaults to one keyframe per second so that seeking to any second is cheap. One encoder
-    thread: the frames are tiny, threads would cost more than they save, and the pool in
-    ``write_videos`` already uses the cores.
+    ``gop`` defaults to one keyframe per second so that seeking to any second is cheap. The same
+    frames always give the same bytes.
     """
     import av  # PyAV is only needed when writing; keep the import off the package's import path.
 
@@ -80,8 +79,13 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: int, crf: int = 20, gop
         stream = container.add_stream("libx264", rate=Fraction(fps))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.gop_size = gop or fps
+        # x264 keeps some state per process (tables it fills lazily), and with its own threads, trellis
+        # quantisation or macroblock-tree rate control on, the bytes (and sometimes pixels) of a video
+        # depended on what the process had encoded before. Without them the same frames always give
+        # the same file, whatever the order or the worker process. The frames are tiny, so threads
+        # would cost more than they save; the pool in `write_videos` uses the cores instead.
         stream.codec_context.thread_count = 1
-        stream.options = {"crf": str(crf), "preset": "veryfast", "tune": "fastdecode"}
+        stream.options = {"crf": str(crf), "preset": "superfast", "x264-params": "threads=1:trellis=0:mbtree=0"}
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)

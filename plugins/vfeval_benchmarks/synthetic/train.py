@@ -1,0 +1,59 @@
+"""A training split of video-caption pairs for contrastive training on the synthetic videos.
+
+Written under ``out_dir/train/``: ``videos/*.mp4`` and ``captions.jsonl``, one JSON object per line,
+``{"video": "videos/train_00000.mp4", "caption": "...", "start": null, "end": null}`` with paths
+relative to the folder of the jsonl. Each caption describes the whole event sequence in order, so a
+model trained on them must learn what happens when, over the whole video. The scenes come from their
+own seed stream, never the evaluation videos'.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from vfeval.errors import UsageError
+
+from .render import write_videos
+from .scenes import make_scene, rng_for
+
+SPLIT = "train"
+README = """\
+- `train/`: {n} training videos ({duration:g} s, {fps} fps, {size}x{size}) in `videos/`, and
+  `captions.jsonl`, one `{{"video", "caption", "start", "end"}}` object per line (paths relative to
+  `train/`; `start`/`end` null: the caption covers the whole video). Captions list the events in
+  order ("a red circle moves left, then ..."). Drawn from a seed stream separate from the
+  evaluation videos.
+"""
+
+
+def write_train(
+    out_dir: str | Path,
+    seed: int = 0,
+    n_videos: int = 400,
+    *,
+    duration: float = 24.0,
+    n_events: int = 4,
+    fps: int = 4,
+    size: int = 64,
+    workers: int | None = None,
+) -> Path:
+    """Write ``n_videos`` captioned training videos under ``out_dir/train``; returns that folder."""
+    if n_videos < 1:
+        raise UsageError(f"the number of training videos must be at least 1, got {n_videos}")
+    root = Path(out_dir) / SPLIT
+    jobs, lines = [], []
+    for i in range(n_videos):
+        scene = make_scene(rng_for(seed, SPLIT, i), duration, n_events)
+        name = f"videos/train_{i:05d}.mp4"
+        jobs.append((scene, root / name))
+        lines.append(json.dumps({"video": name, "caption": scene.caption(), "start": None, "end": None}))
+    (root / "videos").mkdir(parents=True, exist_ok=True)
+    (root / "captions.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_videos(jobs, fps, size, size, workers)
+    return root
+
+
+def readme_section(n_videos: int, duration: float, fps: int, size: int, **_: object) -> str:
+    """The paragraph of the output README that describes what ``write_train`` writes."""
+    return README.format(n=n_videos, duration=duration, fps=fps, size=size)

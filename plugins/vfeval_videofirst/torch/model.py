@@ -1,0 +1,329 @@
+"""The masked video-first dual encoder: a video transformer over space-time tubelets plus a text tower.
+
+Papers:
+- ViViT (Arnab et al., 2021, "ViViT: A Video Vision Transformer"): tubelet embedding, joint space-time
+  attention, and factorising attention into spatial then temporal steps.
+- LongViViT (Papalampidi et al., 2024, "A Simple Recipe for Contrastively Pre-training Video-First
+  Encoders Beyond 16 Frames"): joint space-time attention, up to 75% of the input tokens dropped while
+  training, initialised from an image-text model, trained contrastively against text.
+- MAE (He et al., 2022): dropped tokens never enter the transformer, which is where the saving comes from.
+- VIMPAC (Tan et al., 2021): block masks (see ``masking.py``).
+
+Token layout. A clip ``[B, 3, T, H, W]`` becomes ``nt x nh x nw`` patch tokens (flattened slice-major),
+each with a spatial and a temporal position embedding added by broadcasting. The temporal table starts at
+zero, so a fresh model treats every slice alike, and it is resampled linearly for clips of another length.
+
+Class tokens. There is one class token per temporal slice and the video embedding is the mean of their
+outputs (``pool="cls"``). This is what makes inflation from CLIP exact: on a static video with zero
+temporal embeddings, the joint sequence is ``nt`` copies of CLIP's image sequence ``[cls, patches]``.
+Softmax attention over a key set in which *every* key appears ``nt`` times gives the same output as over
+one copy (numerator and denominator both scale by ``nt``), so every class token comes out as CLIP's and
+their mean, after CLIP's final norm and projection, is CLIP's image embedding. A single shared class
+token would break this: it would be one key against ``nt`` copies of each patch and lose attention mass.
+``pool="mean"`` pools the kept patch tokens instead (ViViT's choice when training from scratch).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vfeval_videofirst.torch.masking import MASKS
+
+# ---------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    """The sigmoid approximation of GELU that OpenAI's CLIP was trained with."""
+    return x * torch.sigmoid(1.702 * x)
+
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"gelu": F.gelu, "quick_gelu": quick_gelu}
+
+
+def resample_time(pos: torch.Tensor, n: int) -> torch.Tensor:
+    """Temporal position embeddings ``[nt, D]`` → ``[n, D]`` by linear interpolation (unchanged if n == nt)."""
+    if pos.shape[0] == n:
+        return pos
+    return F.interpolate(pos.T[None], size=n, mode="linear", align_corners=False)[0].T
+
+
+def init_weights(module: nn.Module) -> None:
+    """ViT-style initialisation for training from scratch (inflation overwrites it)."""
+    if isinstance(module, (nn.Linear, nn.Conv3d, nn.Embedding)):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if getattr(module, "bias", None) is not None:
+            nn.init.zeros_(module.bias)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Blocks
+
+
+class TubeletEmbed(nn.Module):
+    """Non-overlapping t x h x w tubelets → tokens: a Conv3d whose kernel equals its stride."""
+
+    def __init__(self, tubelet: tuple[int, int, int], width: int) -> None:
+        super().__init__()
+        # No bias: a LayerNorm follows, and CLIP's patch embedding (inflated into this one) has none.
+        self.proj = nn.Conv3d(3, width, kernel_size=tubelet, stride=tubelet, bias=False)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """video: ``[B, 3, T, H, W]`` → ``[B, nt, nh, nw, D]``."""
+        return self.proj(video).permute(0, 2, 3, 4, 1)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention through ``scaled_dot_product_attention``, which picks a fused kernel
+    (flash or memory-efficient) that never materialises the N x N matrix: 30k+ tokens fit."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: ``[B, N, D]``; key_mask: ``[B, N]`` bool, True for real tokens (None: all real) → ``[B, N, D]``."""
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, heads, N, D/heads]
+        return self.proj(x.transpose(1, 2).reshape(b, n, d))
+
+
+class Mlp(nn.Module):
+    def __init__(self, width: int, hidden: int, act: str) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(width, hidden)
+        self.fc2 = nn.Linear(hidden, width)
+        self.act = ACTIVATIONS[act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: ``x + attn(ln(x))``, then ``x + mlp(ln(x))``."""
+
+    def __init__(self, width: int, heads: int, mlp: int, act: str) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(width)
+        self.attn = Attention(width, heads)
+        self.ln2 = nn.LayerNorm(width)
+        self.mlp = Mlp(width, mlp, act)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: ``[B, N, D]`` → ``[B, N, D]``."""
+        x = x + self.attn(self.ln1(x), key_mask)
+        return x + self.mlp(self.ln2(x))
+
+
+class TemporalGate(nn.Module):
+    """Attention along time for each spatial position: ``h + tanh(alpha) * attn(ln(h))``.
+
+    alpha starts at 0, so a fresh gate is the identity and a factorised model inflated from an image model
+    is that image model, frame by frame, until training opens the gate (the Flamingo-style gating).
+    """
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.ln = nn.LayerNorm(width)
+        self.attn = Attention(width, heads)
+        self.alpha = nn.Parameter(torch.zeros(()))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """h: ``[B * positions, nt, D]`` → same shape."""
+        return h + torch.tanh(self.alpha) * self.attn(self.ln(h))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The video transformer
+
+
+class VideoTransformer(nn.Module):
+    """Tubelets → (masked) tokens → joint or factorised transformer → pooled, projected embedding.
+
+    ``grid`` is (nt, nh, nw) of the clip length the temporal table is laid out for. Masking is applied
+    while training, or also in eval mode when ``mask_at_eval``.
+    """
+
+    def __init__(
+        self,
+        *,
+        width: int,
+        depth: int,
+        heads: int,
+        mlp: int,
+        tubelet: tuple[int, int, int],
+        grid: tuple[int, int, int],
+        embed_dim: int,
+        attention: str = "joint",
+        pool: str = "cls",
+        act: str = "gelu",
+        mask: str = "none",
+        mask_ratio: float = 0.0,
+        mask_at_eval: bool = False,
+    ) -> None:
+        super().__init__()
+        nt, nh, nw = grid
+        self.attention, self.pool = attention, pool
+        self.mask, self.mask_ratio, self.mask_at_eval = mask, mask_ratio, mask_at_eval
+        self.embed = TubeletEmbed(tubelet, width)
+        self.cls = nn.Parameter(torch.zeros(width))
+        self.pos_cls = nn.Parameter(torch.zeros(width))
+        self.pos_space = nn.Parameter(torch.zeros(nh * nw, width))
+        self.pos_time = nn.Parameter(torch.zeros(nt, width))  # zero: no slice is told apart at first
+        self.ln_pre = nn.LayerNorm(width)  # CLIP normalises the embedded tokens before the blocks
+        self.blocks = nn.ModuleList(Block(width, heads, mlp, act) for _ in range(depth))
+        if attention == "factorised":
+            self.temporal = nn.ModuleList(TemporalGate(width, heads) for _ in range(depth))
+        self.ln_post = nn.LayerNorm(width)
+        self.head = nn.Linear(width, embed_dim, bias=False)
+
+        self.apply(init_weights)
+        for p in (self.cls, self.pos_cls, self.pos_space):
+            nn.init.trunc_normal_(p, std=0.02)
+
+    # -- masking --------------------------------------------------------------------------------------
+    def masking(self) -> bool:
+        """Whether a forward pass in the current mode drops tokens."""
+        return self.mask != "none" and self.mask_ratio > 0 and (self.training or self.mask_at_eval)
+
+    def draw_keep(
+        self, batch: int, grid: tuple[int, int, int], generator: torch.Generator
+    ) -> torch.Tensor | None:
+        """Kept patch-token indices ``[B, N_keep]`` for clips of token grid ``grid``, or None when not masking."""
+        if not self.masking():
+            return None
+        return MASKS[self.mask](batch, grid, self.mask_ratio, generator)
+
+    # -- forward --------------------------------------------------------------------------------------
+    def tokens(
+        self, video: torch.Tensor, keep: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, int]:
+        """The sequence that enters the transformer, class tokens first, then the kept patch tokens.
+
+        video: ``[B, 3, T, H, W]`` (normalised); keep: ``[B, N_keep]`` indices into the nt*nh*nw patch tokens,
+        or None to draw them from ``generator`` when masking is on (and keep all tokens when it is off).
+        Returns ``(x, nt)``: joint ``x`` is ``[B, nt + N_keep, D]``, factorised ``[B, nt, 1 + N_keep / nt, D]``.
+        """
+        x = self.embed(video)  # [B, nt, nh, nw, D]
+        b, nt, nh, nw, d = x.shape
+        if nh * nw != self.pos_space.shape[0]:
+            raise ValueError(
+                f"frames give {nh}x{nw} patches; the model was built for {self.pos_space.shape[0]}"
+            )
+        if keep is None and self.masking():
+            if generator is None:
+                raise ValueError("masking is on: pass a torch.Generator (or explicit keep indices)")
+            keep = self.draw_keep(b, (nt, nh, nw), generator)
+        pos_time = resample_time(self.pos_time, nt)[:, None]  # [nt, 1, D]
+        x = (x.reshape(b, nt, nh * nw, d) + self.pos_space + pos_time).flatten(1, 2)  # [B, N, D]
+        if keep is not None:
+            x = x.gather(1, keep[:, :, None].expand(-1, -1, d))  # only kept tokens go any further
+        cls = (self.cls + self.pos_cls + pos_time[:, 0]).expand(b, nt, d)  # one per slice, never masked
+        if self.attention == "factorised":
+            # Tube masks keep the same positions in every slice, so the kept tokens form a [nt, S_keep] grid.
+            return torch.cat([cls[:, :, None], x.reshape(b, nt, -1, d)], dim=2), nt
+        return torch.cat([cls, x], dim=1), nt
+
+    def forward(
+        self, video: torch.Tensor, keep: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """video: ``[B, 3, T, H, W]`` → ``[B, embed_dim]``; ``keep`` and ``generator`` as in ``tokens``."""
+        x, nt = self.tokens(video, keep, generator)
+        x = self.ln_pre(x)
+        if self.attention == "factorised":
+            b, _, n, d = x.shape
+            for block, gate in zip(self.blocks, self.temporal, strict=True):
+                x = block(x.reshape(b * nt, n, d)).reshape(b, nt, n, d)  # space: each slice on its own
+                x = x.transpose(1, 2).reshape(b * n, nt, d)  # time: each position on its own
+                x = gate(x).reshape(b, n, nt, d).transpose(1, 2)
+            pooled = x[:, :, 0].mean(1) if self.pool == "cls" else x[:, :, 1:].mean((1, 2))
+        else:
+            for block in self.blocks:
+                x = block(x)
+            pooled = x[:, :nt].mean(1) if self.pool == "cls" else x[:, nt:].mean(1)
+        return self.head(self.ln_post(pooled))
+
+
+# ---------------------------------------------------------------------------------------------------
+# A small text tower for training from scratch
+
+
+def byte_tokenize(texts: list[str], length: int) -> dict[str, torch.Tensor]:
+    """UTF-8 bytes as token ids 1..256 after a start token 257; 0 pads. Returns ``ids``/``mask`` ``[B, L]``."""
+    rows = [[257] + [b + 1 for b in text.encode("utf-8")][: length - 1] for text in texts]
+    ids = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+    return {"ids": ids, "mask": ids != 0}
+
+
+class ByteTextTower(nn.Module):
+    """Bytes → embeddings + positions → a few pre-LN blocks → mean over real tokens → norm → projection.
+
+    The start token means no text is empty, so the mean is always defined.
+    """
+
+    def __init__(self, *, width: int, depth: int, heads: int, mlp: int, embed_dim: int, length: int) -> None:
+        super().__init__()
+        self.length = length
+        self.token = nn.Embedding(258, width)
+        self.pos = nn.Parameter(torch.zeros(length, width))
+        self.blocks = nn.ModuleList(Block(width, heads, mlp, "gelu") for _ in range(depth))
+        self.ln = nn.LayerNorm(width)
+        self.head = nn.Linear(width, embed_dim, bias=False)
+        self.apply(init_weights)
+        nn.init.trunc_normal_(self.pos, std=0.02)
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        return byte_tokenize(texts, self.length)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """ids, mask: ``[B, L]`` → ``[B, embed_dim]``."""
+        x = self.token(ids) + self.pos[: ids.shape[1]]
+        for block in self.blocks:
+            x = block(x, key_mask=mask)
+        m = mask[:, :, None].to(x.dtype)
+        return self.head(self.ln((x * m).sum(1) / m.sum(1)))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The dual encoder and its loss
+
+
+class DualEncoder(nn.Module):
+    """A video tower and (optionally) a text tower mapping into one space, with CLIP's learnable temperature.
+
+    A text tower is any module with ``tokenize(texts) -> dict of tensors`` and ``forward(**tokens) -> [B, E]``.
+    """
+
+    def __init__(
+        self, video: VideoTransformer, text: nn.Module | None, logit_scale: float = math.log(1 / 0.07)
+    ):
+        super().__init__()
+        self.video = video
+        self.text = text
+        self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)))
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """texts → ``[B, E]`` on the model's device."""
+        if self.text is None:
+            raise ValueError("this model has no text tower")
+        device = self.logit_scale.device
+        return self.text(**{k: v.to(device) for k, v in self.text.tokenize(texts).items()})
+
+
+def contrastive_loss(video: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE over a batch of matching pairs. video, text: ``[B, E]`` → scalar."""
+    video, text = F.normalize(video, dim=-1), F.normalize(text, dim=-1)
+    logits = logit_scale.exp() * video @ text.T  # [B, B], matches on the diagonal
+    target = torch.arange(len(logits), device=logits.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
