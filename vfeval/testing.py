@@ -10,11 +10,16 @@ with PyAV, so tests can check which frame a reader returned without trusting the
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
+
+from vfeval.pipeline import Encoder
 
 GRID = 4
 """The index is drawn as a ``GRID × GRID`` grid of cells, one bit each."""
@@ -130,3 +135,43 @@ def write_vfr_video(
         stream.time_base = time_base
         _encode(container, stream, frames, stamps, time_base)
     return path
+
+
+# -- fakes and plugin fixtures -------------------------------------------------------------------------
+
+
+class ConstantEncoder(Encoder):
+    """An encoder whose every embedding is the same unit vector: pipelines run, nothing is learned.
+
+    Useful for testing tasks and runners without a model. ``calls`` counts clips embedded, so tests can check
+    what was (not) recomputed.
+    """
+
+    def __init__(self, dim: int = 8) -> None:
+        self.dim = dim
+        self.calls = 0
+
+    def fingerprint(self) -> dict:
+        return {"weights": f"constant-{self.dim}"}
+
+    def embed_video(self, clips: list[np.ndarray]) -> np.ndarray:
+        self.calls += len(clips)
+        out = np.zeros((len(clips), self.dim), dtype=np.float32)
+        out[:, 0] = 1.0
+        return out
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        out[:, 0] = 1.0
+        return out
+
+
+@contextmanager
+def registered_plugin(host: Any, plugin: Any, name: str = "test-plugin") -> Iterator[Any]:
+    """Register ``plugin`` (a module or object with ``@vfeval.hookimpl`` functions) on ``host`` for the
+    duration of a ``with`` block, and unregister it afterwards even if the block fails."""
+    host.register(plugin, name)
+    try:
+        yield host
+    finally:
+        host.unregister(name)

@@ -25,11 +25,15 @@ def add_data_commands(app: typer.Typer) -> None:
 
     @data_app.command("synthetic")
     def synthetic(
-        out: Path = typer.Option(..., "--out", help="Folder to write into: new, empty, or written by this command before."),
+        out: Path = typer.Option(
+            ..., "--out", help="Folder to write into: new, empty, or written by this command before."
+        ),
         seed: int = typer.Option(0, help="Same seed and sizes give the same files."),
         videos: int = typer.Option(100, help="Evaluation videos (one question each) per format."),
         train_videos: int = typer.Option(400, help="Captioned training videos (0 for none)."),
-        formats: list[str] = typer.Option(["egoschema"], help="Benchmark formats to write; repeat or comma-separate."),
+        formats: list[str] = typer.Option(
+            ["egoschema"], help="Benchmark formats to write; repeat or comma-separate."
+        ),
         size: int = typer.Option(64, help="Frame width and height in pixels (even)."),
         fps: int = typer.Option(4, help="Frames per second."),
         duration: float = typer.Option(24.0, help="Seconds per video."),
@@ -48,8 +52,16 @@ def add_data_commands(app: typer.Typer) -> None:
         names = [name.strip() for value in formats for name in value.split(",") if name.strip()]
         start = time.perf_counter()
         written = write_synthetic(
-            out, seed=seed, formats=names, n_videos=videos, n_train_videos=train_videos,
-            duration=duration, n_events=events, fps=fps, size=size, workers=workers or None,
+            out,
+            seed=seed,
+            formats=names,
+            n_videos=videos,
+            n_train_videos=train_videos,
+            duration=duration,
+            n_events=events,
+            fps=fps,
+            size=size,
+            workers=workers or None,
         )
         table = Table(title=f"synthetic data, seed {seed} (not comparable to real benchmark numbers)")
         for column, justify in (("part", "left"), ("path", "left"), ("files", "right"), ("size", "right")):

@@ -43,7 +43,9 @@ def _q_uid(seed: int, index: int) -> str:
 def _answer_index(seed: int, index: int) -> int:
     # Each block of 5 questions uses each answer position once, so answers are balanced over 0..4
     # (exactly, when the count is a multiple of 5) and a model that always picks one position scores 20%.
-    return int(rng_for(seed, "egoschema/answers", index // N_OPTIONS).permutation(N_OPTIONS)[index % N_OPTIONS])
+    return int(
+        rng_for(seed, "egoschema/answers", index // N_OPTIONS).permutation(N_OPTIONS)[index % N_OPTIONS]
+    )
 
 
 def make_items(

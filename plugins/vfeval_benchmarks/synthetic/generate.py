@@ -16,6 +16,8 @@ from pathlib import Path
 from vfeval.errors import UsageError, suggest
 
 from . import egoschema, train
+from .render import check_video_shape
+from .scenes import make_scene, rng_for
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,6 @@ whole video. The same seed and sizes always give the same files.
 
 {sections}- `{marker}`: the list of what vfeval wrote here, so that rerunning the command replaces it.
 
-
 Numbers measured on this data test that a pipeline runs end to end and compare encoders with each
 other; they are **not comparable to numbers on the real benchmarks**.
 """
@@ -53,9 +54,14 @@ other; they are **not comparable to numbers on the real benchmarks**.
 def _prepare(out: Path, names: list[str]) -> None:
     """Make ``out`` ready to receive ``names``: empty, or replace what an earlier run wrote there."""
     marker = out / MARKER
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is a file; give a folder to write the synthetic data into")
     if marker.exists():
+        ours = {*FORMATS, train.SPLIT, "README.md"}  # never follow a marker anywhere else
         for name in json.loads(marker.read_text(encoding="utf-8"))["written"]:
-            path = out / Path(name).name  # only direct children: a corrupted marker cannot point outside
+            path = out / name
+            if name not in ours:
+                continue
             if path.is_dir():
                 shutil.rmtree(path)
             elif path.exists():
@@ -95,6 +101,11 @@ def write_synthetic(
         raise UsageError("nothing to write: give at least one format or some training videos")
     if n_train_videos < 0:
         raise UsageError(f"the number of training videos must be at least 0, got {n_train_videos}")
+    if formats and n_videos < 1:
+        raise UsageError(f"the number of videos must be at least 1, got {n_videos}")
+    # Check every setting before anything on disk is touched (a rerun first removes the old output).
+    make_scene(rng_for(seed, "check"), duration, n_events)
+    check_video_shape(size, size, fps)
     out = Path(out_dir)
     names = [*formats, *([train.SPLIT] if n_train_videos else []), "README.md"]
     _prepare(out, names)
@@ -109,6 +120,9 @@ def write_synthetic(
         written[train.SPLIT] = train.write_train(out, seed, n_train_videos, workers=workers, **shape)
         sections.append(train.readme_section(n_train_videos, duration, fps, size))
     readme = out / "README.md"
-    readme.write_text(README.format(seed=seed, n_events=n_events, sections="".join(sections), marker=MARKER), encoding="utf-8")
+    readme.write_text(
+        README.format(seed=seed, n_events=n_events, sections="".join(sections), marker=MARKER),
+        encoding="utf-8",
+    )
     written["readme"] = readme
     return written

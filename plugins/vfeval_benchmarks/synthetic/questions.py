@@ -128,7 +128,9 @@ def make_question(
             raise UsageError(f"none of the question types {list(types)} fits scenes of {len(events)} events")
         qtype = str(rng.choice(allowed))
     elif qtype not in feasible:
-        raise UsageError(f"question type {qtype!r} cannot be asked about {len(events)} events" + suggest(qtype, feasible))
+        raise UsageError(
+            f"question type {qtype!r} cannot be asked about {len(events)} events" + suggest(qtype, feasible)
+        )
     colours = [e.colour for e in events]
     present = [c for c in COLOURS if c in colours]
     absent = [c for c in COLOURS if c not in colours]

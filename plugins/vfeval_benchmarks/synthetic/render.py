@@ -20,7 +20,8 @@ from vfeval.errors import UsageError
 from .scenes import BACKGROUND, COLOURS, Event, Scene
 
 
-def _check_size(width: int, height: int, fps: int) -> None:
+def check_video_shape(width: int, height: int, fps: int) -> None:
+    """Raise a ``UsageError`` unless x264 can write ``width`` x ``height`` frames at ``fps``."""
     # yuv420p halves the chroma planes, so x264 refuses odd sizes; say so before any encoding starts.
     if width < 16 or height < 16 or width % 2 or height % 2:
         raise UsageError(f"frame size must be even and at least 16 pixels, got {width}x{height}")
@@ -49,7 +50,7 @@ def _mask(event: Event, t: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def render(scene: Scene, fps: int = 4, width: int = 64, height: int = 64) -> np.ndarray:
     """Frames of ``scene`` at ``fps``: ``uint8 [round(duration * fps), height, width, 3]``."""
-    _check_size(width, height, fps)
+    check_video_shape(width, height, fps)
     n = round(scene.duration * fps)
     frames = np.empty((n, height, width, 3), dtype=np.uint8)
     frames[:] = BACKGROUND
@@ -74,7 +75,7 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: int, crf: int = 20, gop
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _, height, width, _ = frames.shape
-    _check_size(width, height, fps)
+    check_video_shape(width, height, fps)
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
@@ -85,7 +86,11 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: int, crf: int = 20, gop
         # the same file, whatever the order or the worker process. The frames are tiny, so threads
         # would cost more than they save; the pool in `write_videos` uses the cores instead.
         stream.codec_context.thread_count = 1
-        stream.options = {"crf": str(crf), "preset": "superfast", "x264-params": "threads=1:trellis=0:mbtree=0"}
+        stream.options = {
+            "crf": str(crf),
+            "preset": "superfast",
+            "x264-params": "threads=1:trellis=0:mbtree=0",
+        }
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
@@ -112,7 +117,7 @@ def write_videos(
     ``workers=None`` uses every core. The output does not depend on ``workers``: each video is
     rendered from its own scene alone.
     """
-    _check_size(width, height, fps)
+    check_video_shape(width, height, fps)
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     args = [(scene.to_dict(), str(path), fps, width, height) for scene, path in jobs]
     if workers == 1:
