@@ -246,6 +246,9 @@ class EgoSchemaTask(Task):
         return {"submission": str(path)}
 
     def protocol_options(self) -> dict[str, Any]:
+        # Data written by `vfeval data synthetic` is a different protocol: its scores never rank with real ones.
+        if (self.root / "synthetic_events.json").exists():
+            return {"data": "synthetic"}
         return {}
 
 
