@@ -67,23 +67,16 @@ def _comma_locale() -> str | None:
 def scored_under_comma_locale():
     """One full run (tokenizer + METEOR) with a comma-decimal Java locale (and a comma-decimal LC_ALL too
     where one is installed), every item in one cluster, and the package directory watched around it."""
-    env = {"JAVA_TOOL_OPTIONS": GERMAN_JAVA}
     locale_name = _comma_locale()
-    if locale_name:
-        env.update(LC_ALL=locale_name, LANG=locale_name)
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JAVA_TOOL_OPTIONS", GERMAN_JAVA)
+        if locale_name:
+            mp.setenv("LC_ALL", locale_name)
+            mp.setenv("LANG", locale_name)
         before = _snapshot(PACKAGE_DIR)
         one_cluster = {i: "all" for i in REFERENCES}
         result = caption_scores_with_ci(REFERENCES, PREDICTIONS, one_cluster, metrics=ALL, resamples=3)
         after = _snapshot(PACKAGE_DIR)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     return result, before, after
 
 

@@ -75,7 +75,13 @@ def _resolve_metrics(metrics: Sequence[str], bleu_n: int) -> list[str]:
         elif name in METRIC_NAMES:
             wanted.add(name)
         else:
-            raise UsageError(f"unknown captioning metric {name!r}{suggest(name, [*METRIC_NAMES, 'BLEU'])}")
+            same_letters = [m for m in (*METRIC_NAMES, "BLEU") if m.upper() == str(name).upper()]
+            hint = (
+                f" (did you mean: {same_letters[0]}?)"
+                if same_letters
+                else suggest(name, [*METRIC_NAMES, "BLEU"])
+            )
+            raise UsageError(f"unknown captioning metric {name!r}{hint}")
     if not wanted:
         raise UsageError("no captioning metric asked for")
     return [m for m in METRIC_NAMES if m in wanted]

@@ -60,11 +60,9 @@ def _prepare(out: Path, names: list[str]) -> None:
         ours = {*FORMATS, train.SPLIT, "README.md"}  # never follow a marker anywhere else
         for name in json.loads(marker.read_text(encoding="utf-8"))["written"]:
             path = out / name
-            if name not in ours:
-                continue
-            if path.is_dir():
+            if name in ours and path.is_dir():
                 shutil.rmtree(path)
-            elif path.exists():
+            elif name in ours and path.exists():
                 path.unlink()
     elif out.exists() and any(out.iterdir()):
         raise UsageError(
