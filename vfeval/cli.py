@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import click
 import typer
@@ -61,10 +60,10 @@ def build_app(host: Host) -> typer.Typer:
     @app.command()
     def run(
         config: Path = typer.Argument(..., help="Run config YAML (see configs/)."),
-        overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. task.root=/data"),
-        limit: Optional[int] = typer.Option(None, help="Score only the first N samples (a quick look)."),
+        overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. task.root=/data"),
+        limit: int | None = typer.Option(None, help="Score only the first N samples (a quick look)."),
         retry_failed: bool = typer.Option(False, "--retry-failed", help="Decode videos that failed before again."),
-        name: Optional[str] = typer.Option(None, help="Run name (folder under output.dir)."),
+        name: str | None = typer.Option(None, help="Run name (folder under output.dir)."),
     ) -> None:
         """Run a task with a pipeline; resumes from the cache; writes runs/<name>/results.json."""
         from vfeval.config import load_run_config
@@ -92,7 +91,7 @@ def build_app(host: Host) -> typer.Typer:
         out.print("metrics unchanged" if same else "metrics changed from the saved ones")
 
     @app.command("ls")
-    def ls(kind: Optional[str] = typer.Argument(None, help="tasks, encoders, aggregators or trainers")) -> None:
+    def ls(kind: str | None = typer.Argument(None, help="tasks, encoders, aggregators or trainers")) -> None:
         """List what the installed plugins registered."""
         kinds = KINDS if kind is None else (kind,)
         if kind is not None and kind not in KINDS:
@@ -116,7 +115,7 @@ def build_app(host: Host) -> typer.Typer:
     def plugins() -> None:
         """Show installed plugins, and those that failed to load with their error."""
         try:
-            host.registry  # registration hooks that raise are recorded as failures
+            _ = host.registry  # registration hooks that raise are recorded as failures
         except UsageError as exc:
             err.print(f"[red]registry error:[/red] {exc}")
         table = Table(title="plugins")
@@ -131,7 +130,7 @@ def build_app(host: Host) -> typer.Typer:
     @app.command()
     def train(
         config: Path = typer.Argument(..., help="Training config YAML (see configs/train/)."),
-        overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides"),
+        overrides: list[str] | None = typer.Argument(None, help="key=value overrides"),
     ) -> None:
         """Run a registered training recipe (its name is the config's `trainer` key)."""
         from vfeval.config import load_trainer_config

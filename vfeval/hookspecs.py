@@ -13,7 +13,8 @@ heavy imports (torch, jax, transformers) inside those factories, never at the to
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pluggy
 

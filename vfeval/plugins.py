@@ -149,11 +149,12 @@ def collect(pm: pluggy.PluginManager, on_error: Any = None) -> Registry:
         for impl in reversed(hook.get_hookimpls()):  # registration order
             plugin_name = impl.plugin_name
 
-            def register(spec: Any, _plugin: str = plugin_name, _table: dict = table, _kind: str = kind) -> None:
-                if not isinstance(spec, spec_type):
+            def register(spec: Any, _plugin: str = plugin_name, _table: dict = table, _kind: str = kind,
+                         _type: type = spec_type, _hook: str = hook_name) -> None:
+                if not isinstance(spec, _type):
                     raise UsageError(
-                        f"plugin {_plugin!r} registered {type(spec).__name__} through {hook_name}; "
-                        f"expected {spec_type.__name__}"
+                        f"plugin {_plugin!r} registered {type(spec).__name__} through {_hook}; "
+                        f"expected {_type.__name__}"
                     )
                 if spec.name in _table:
                     raise UsageError(

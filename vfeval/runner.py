@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from vfeval.cache import Cache, Entry
 from vfeval.config import RunConfig, to_dict
@@ -177,7 +184,7 @@ class Runner:
             for batch, inputs in self._video_batches(list(groups.values()), pipeline, cache, stats):
                 entries: dict[str, Entry] = {}
                 ok_reqs, ok_inputs = [], []
-                for (window, reqs), inp in zip(batch, inputs):
+                for (_window, reqs), inp in zip(batch, inputs):
                     if isinstance(inp, str):  # the window failed to decode
                         entries.update({r.key(): Entry(False, error=inp) for r in reqs})
                     else:

@@ -7,8 +7,9 @@ used (``spec.load()``), so `vfeval ls` and `vfeval --help` never import torch or
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from vfeval.errors import UsageError
 

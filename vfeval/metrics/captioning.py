@@ -136,6 +136,13 @@ def _java() -> str:
     return java
 
 
+def _java_error(stderr: str) -> str:
+    """The line of a Java stderr that says what went wrong (not the JVM's notices, not stack frames)."""
+    lines = [ln.strip() for ln in stderr.splitlines()]
+    useful = [ln for ln in lines if ln and not ln.startswith(("at ", "Picked up ", "..."))]
+    return useful[-1] if useful else "no message on stderr"
+
+
 def _java_env() -> dict[str, str]:
     env = dict(os.environ)
     # _JAVA_OPTIONS beats the command line; our flags go last in it so that they win inside it too.
@@ -176,8 +183,10 @@ def ptb_tokenize(captions: Sequence[str]) -> list[str]:
         )
     out = done.stdout.decode("utf-8").split("\n")
     if done.returncode != 0 or len(out) != len(lines) + 1 or out[-1] != "":
-        err = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
-        raise RuntimeError(f"the PTB tokenizer gave {len(out) - 1} lines for {len(lines)} captions: {err[0]}")
+        raise RuntimeError(
+            f"the PTB tokenizer gave {len(out) - 1} lines for {len(lines)} captions: "
+            + _java_error(done.stderr.decode("utf-8", "replace"))
+        )
     # The same punctuation list as pycocoevalcap (it lists "-LRB-" etc. in upper case, so the lower-cased
     # "-lrb-" tokens stay, exactly as in every published score).
     punctuation = set(ptb.PUNCTUATIONS)
@@ -210,8 +219,9 @@ class _Meteor:
         answers = [self._proc.stdout.readline().decode("utf-8").strip() for _ in range(n_answers)]
         if "" in answers:
             self._stderr.flush()
-            err = self._stderr_path.read_text("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
-            raise RuntimeError(f"METEOR stopped answering: {err[0]}")
+            raise RuntimeError(
+                "METEOR stopped answering: " + _java_error(self._stderr_path.read_text("utf-8", "replace"))
+            )
         return answers
 
     def stats(self, prediction: str, references: list[str]) -> str:
