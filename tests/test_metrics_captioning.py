@@ -3,9 +3,11 @@ locale, and clear refusals. Java starts are few: METEOR loads its paraphrase tab
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +20,9 @@ from vfeval.metrics.captioning import (
     caption_scores_with_ci,
     ptb_tokenize,
 )
+from vfeval.task import Metric
 
 pycocoevalcap = pytest.importorskip("pycocoevalcap")
-# Imported before any snapshot of the package directory, so that a first import's .pyc is not a "write".
 from pycocoevalcap.bleu.bleu import Bleu  # noqa: E402
 from pycocoevalcap.cider.cider import Cider  # noqa: E402
 from pycocoevalcap.meteor.meteor import Meteor  # noqa: E402
@@ -52,7 +54,7 @@ ALL = ("BLEU", "METEOR", "ROUGE-L", "CIDEr")
 
 def _snapshot(root: Path) -> dict[str, int]:
     """Every path under root with its mtime: creating or deleting a file changes its directory's mtime."""
-    return {str(p): p.stat().st_mtime_ns for p in [root, *root.rglob("*")]}
+    return {str(p): p.lstat().st_mtime_ns for p in [root, *root.rglob("*")]}
 
 
 def _comma_locale() -> str | None:
@@ -63,20 +65,69 @@ def _comma_locale() -> str | None:
     return next((n for n in names if n.split(".")[0] in ("de_DE", "fr_FR", "nl_NL", "it_IT", "es_ES")), None)
 
 
+def _private_read_only_copy(site: Path) -> Path:
+    """site/pycocoevalcap: the package's Python files copied, its jars and data linked, all made read-only.
+
+    A private copy, so that no other process touching the installed package can disturb the check. Root
+    ignores permission bits, which is why the check compares snapshots rather than expecting an error.
+    """
+    big = 1 << 20
+
+    def copy(src: str, dst: str) -> None:
+        if os.path.getsize(src) > big:
+            os.symlink(src, dst)
+        else:
+            shutil.copy2(src, dst)
+
+    copy_dir = site / "pycocoevalcap"
+    shutil.copytree(PACKAGE_DIR, copy_dir, copy_function=copy)
+    for p in [*copy_dir.rglob("*"), copy_dir]:
+        if not p.is_symlink():  # chmod would follow a link to the installed file
+            p.chmod(p.stat().st_mode & ~0o222)
+    return copy_dir
+
+
+_RUN_IN_COPY = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import pycocoevalcap.meteor.meteor, pycocoevalcap.tokenizer.ptbtokenizer as ptb
+assert ptb.__file__.startswith(sys.argv[1]), ptb.__file__
+from vfeval.metrics.captioning import caption_scores_with_ci
+refs, preds, metrics = json.load(sys.stdin)
+one_cluster = {i: "all" for i in refs}
+result = caption_scores_with_ci(refs, preds, one_cluster, metrics=metrics, resamples=3)
+print(json.dumps({k: [m.value, m.ci_low, m.ci_high, m.n] for k, m in result.items()}))
+"""
+
+
 @pytest.fixture(scope="module")
-def scored_under_comma_locale():
-    """One full run (tokenizer + METEOR) with a comma-decimal Java locale (and a comma-decimal LC_ALL too
-    where one is installed), every item in one cluster, and the package directory watched around it."""
-    locale_name = _comma_locale()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("JAVA_TOOL_OPTIONS", GERMAN_JAVA)
-        if locale_name:
-            mp.setenv("LC_ALL", locale_name)
-            mp.setenv("LANG", locale_name)
-        before = _snapshot(PACKAGE_DIR)
-        one_cluster = {i: "all" for i in REFERENCES}
-        result = caption_scores_with_ci(REFERENCES, PREDICTIONS, one_cluster, metrics=ALL, resamples=3)
-        after = _snapshot(PACKAGE_DIR)
+def scored_in_a_read_only_copy(tmp_path_factory):
+    """One full run (tokenizer + METEOR, every item in one cluster) in a subprocess that imports a private
+    read-only copy of pycocoevalcap, with a comma-decimal Java locale (and a comma-decimal LC_ALL too where
+    one is installed). Returns ({name: Metric}, snapshot of the copy before, after)."""
+    site = tmp_path_factory.mktemp("site")
+    copy_dir = _private_read_only_copy(site)
+    env = dict(os.environ, JAVA_TOOL_OPTIONS=GERMAN_JAVA, PYTHONDONTWRITEBYTECODE="1")
+    if locale_name := _comma_locale():
+        env.update(LC_ALL=locale_name, LANG=locale_name)
+    before = _snapshot(copy_dir)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _RUN_IN_COPY, str(site)],
+            input=json.dumps([REFERENCES, PREDICTIONS, ALL]),
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+            check=False,
+        )
+        after = _snapshot(copy_dir)
+    finally:
+        for p in [copy_dir, *copy_dir.rglob("*")]:
+            if not p.is_symlink():
+                p.chmod(p.stat().st_mode | 0o200)  # let tmp_path clean up
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = {k: Metric(v, lo, hi, n) for k, (v, lo, hi, n) in json.loads(done.stdout).items()}
     return result, before, after
 
 
@@ -91,8 +142,8 @@ def _tokenized() -> tuple[dict, dict]:
 
 
 @needs_java
-def test_scores_are_pycocoevalcaps_on_a_comma_decimal_locale(scored_under_comma_locale, monkeypatch):
-    result, _, _ = scored_under_comma_locale
+def test_scores_are_pycocoevalcaps_on_a_comma_decimal_locale(scored_in_a_read_only_copy, monkeypatch):
+    result, _, _ = scored_in_a_read_only_copy
     gts, res = _tokenized()
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     monkeypatch.setenv("JAVA_TOOL_OPTIONS", EN_US)  # pycocoevalcap's own METEOR only works on such a locale
@@ -105,16 +156,16 @@ def test_scores_are_pycocoevalcaps_on_a_comma_decimal_locale(scored_under_comma_
 
 
 @needs_java
-def test_never_writes_into_the_package_directory(scored_under_comma_locale):
-    _, before, after = scored_under_comma_locale
-    assert after == before
+def test_never_writes_into_the_package_directory(scored_in_a_read_only_copy):
+    _, before, after = scored_in_a_read_only_copy
+    assert len(before) > 20 and after == before
 
 
 @needs_java
-def test_one_cluster_makes_every_resample_the_full_corpus(scored_under_comma_locale):
+def test_one_cluster_makes_every_resample_the_full_corpus(scored_in_a_read_only_copy):
     # Each resample recomputes the corpus score (BLEU, METEOR) or the mean (ROUGE-L, CIDEr) on the same
     # item set, so the interval collapses onto the value: the recomputation agrees with the scorer.
-    result, _, _ = scored_under_comma_locale
+    result, _, _ = scored_in_a_read_only_copy
     for name, metric in result.items():
         assert metric.ci_low == pytest.approx(metric.value, rel=1e-12, abs=1e-12), name
         assert metric.ci_high == pytest.approx(metric.value, rel=1e-12, abs=1e-12), name
