@@ -32,8 +32,15 @@ def build(args: dict):
     from vfeval_videofirst.torch.encoder import build_model
 
     cfg = VideoFirstConfig(
-        variant=args["variant"], image_size=args["size"], num_frames=args["frames"], init="none", text="none",
-        mask="random", mask_ratio=args.get("ratio", 0.0), embed_dim=512, device="cpu",
+        variant=args["variant"],
+        image_size=args["size"],
+        num_frames=args["frames"],
+        init="none",
+        text="none",
+        mask="random",
+        mask_ratio=args.get("ratio", 0.0),
+        embed_dim=512,
+        device="cpu",
     )
     return cfg, build_model(cfg)[0].video
 
@@ -47,7 +54,6 @@ def attention_flops(model, seq_len: int, batch: int) -> int:
 def worker(args: dict) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
-
     from vfeval_videofirst.torch.model import contrastive_loss
 
     torch.manual_seed(0)
@@ -104,7 +110,9 @@ def matmul_rate(n: int = 2048, reps: int = 10) -> float:
 
 
 def run(args: dict) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(args)], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(args)], capture_output=True, text=True
+    )
     if out.returncode:
         raise SystemExit(f"worker {args} failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -133,8 +141,10 @@ def main() -> None:
     rate = matmul_rate()
     mfu = infer["fwd_flops"] / infer["step_s"] / rate
 
-    print(f"videofirst {ns.variant}, {ns.frames} frames, {ns.size} px, tubelet 2x16x16, batch {ns.batch} "
-          f"(inference batch 1), fp32 CPU; {time.perf_counter() - started:.0f} s in all\n")
+    print(
+        f"videofirst {ns.variant}, {ns.frames} frames, {ns.size} px, tubelet 2x16x16, batch {ns.batch} "
+        f"(inference batch 1), fp32 CPU; {time.perf_counter() - started:.0f} s in all\n"
+    )
     rows = [
         ("train, no masking", dense),
         ("train, 75% random masking", masked),

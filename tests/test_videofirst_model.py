@@ -232,6 +232,16 @@ def test_other_frame_counts_interpolate_temporal_embeddings():
     assert out.shape == (4, PROJ) and np.isfinite(out).all()
 
 
+def test_masks_at_evaluation_do_not_depend_on_the_batch():
+    encoder = make_encoder(scratch_cfg(mask="block", mask_ratio=0.5, mask_at_eval=True))
+    clips = [np.random.default_rng(i).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8) for i in range(3)]
+    together = encoder.embed_video(clips)
+    alone = np.concatenate([encoder.embed_video([c]) for c in clips])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    unmasked = make_encoder(scratch_cfg(mask="block", mask_ratio=0.5)).embed_video(clips)
+    assert not np.allclose(together, unmasked, atol=1e-3)
+
+
 def test_thirty_thousand_tokens_run_in_inference():
     cfg = scratch_cfg(image_size=64, text="none")
     frames = 2 * -(-30_000 // (8 * 8))  # 64 tokens per slice of 2 frames

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from vfeval import hookimpl
 from vfeval.specs import EncoderSpec
 from vfeval_videofirst.config import VideoFirstConfig
 
 
 @hookimpl
-def register_encoders(register):
+def register_encoders(register: Callable[[EncoderSpec], None]) -> None:
     register(
         EncoderSpec(
             name="videofirst",

@@ -214,9 +214,12 @@ class _Meteor:
 
     def _ask(self, line: str, n_answers: int) -> list[str]:
         assert self._proc.stdin is not None and self._proc.stdout is not None
-        self._proc.stdin.write((line + "\n").encode("utf-8"))
-        self._proc.stdin.flush()
-        answers = [self._proc.stdout.readline().decode("utf-8").strip() for _ in range(n_answers)]
+        try:
+            self._proc.stdin.write((line + "\n").encode("utf-8"))
+            self._proc.stdin.flush()
+            answers = [self._proc.stdout.readline().decode("utf-8").strip() for _ in range(n_answers)]
+        except BrokenPipeError:  # the JVM is gone (could not start, or died)
+            answers = [""]
         if "" in answers:
             self._stderr.flush()
             raise RuntimeError(
