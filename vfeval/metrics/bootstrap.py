@@ -40,11 +40,14 @@ def cluster_bootstrap(
     if n == 0:
         return float("nan"), float("nan")
     clusters = _group_index(groups, n)
+    singletons = all(len(c) == 1 for c in clusters)
+    order = np.concatenate(clusters) if singletons else None
     rng = np.random.default_rng(seed)
     values = np.empty(resamples, dtype=np.float64)
     for b in range(resamples):
         picks = rng.integers(0, len(clusters), size=len(clusters))
-        rows = np.concatenate([clusters[i] for i in picks])
+        # One row per cluster (e.g. one caption per video): index directly instead of joining arrays.
+        rows = order[picks] if order is not None else np.concatenate([clusters[i] for i in picks])
         values[b] = statistic(rows)
     alpha = (1.0 - level) / 2.0
     low, high = np.quantile(values, [alpha, 1.0 - alpha])
