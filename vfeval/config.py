@@ -65,6 +65,9 @@ class SamplingConfig:
     - ``segments``: if set, the window is cut into segments of this many seconds, each sampled on its own.
     - ``size``: resize so the short side is ``size`` pixels (0 keeps the decoded size); ``crop``: centre
       crop to ``crop`` × ``crop`` (0 for none).
+    - ``decoder``: the video decoder backend (``vfeval.video.backends``): ``pyav`` seeks to each wanted
+      time; ``pyav-decode-all`` decodes every frame (the slow reference); plugins may register others. Its
+      name and version are part of the pipeline fingerprint.
     """
 
     mode: str = "uniform"
@@ -74,6 +77,7 @@ class SamplingConfig:
     size: int = 224
     crop: int = 224
     segments: float | None = None
+    decoder: str = "pyav"
 
 
 @dataclass
@@ -89,14 +93,36 @@ class RunOptions:
     batch_size: int = 8
     limit: int | None = None
     """Score only the first N samples: a quick look, recorded in the result (and so not ranked)."""
+    decode: str = "auto"
+    """Where videos are decoded while the encoder works on the previous batch:
+
+    - ``process``: a pool of ``workers`` fresh Python processes (never forked from this one, which may hold
+      torch threads). A video that takes longer than ``video_timeout`` has its process killed and replaced.
+    - ``thread``: ``workers`` threads in this process; no start-up cost, but a hung decode can only be
+      abandoned (its thread stays blocked), not stopped.
+    - ``inline``: one video after another in this process, no overlap and no timeout: for debugging.
+    - ``auto`` (the default): ``process`` when at least 64 videos are to be decoded, else ``thread``,
+      whose start-up costs nothing for small runs and tests.
+    """
     workers: int = 0
-    """Decoding processes; 0 chooses from the machine's cores."""
+    """Decoding processes or threads; 0 chooses from the machine's cores (one per core, at most 16)."""
     prefetch: int = 2
-    """Batches decoded ahead of the encoder."""
+    """Batches decoded ahead of the encoder: at most ``prefetch + 1`` batches of frames are held at once."""
     video_timeout: float = 120.0
-    """Seconds one video may take to decode before it becomes a failed sample."""
+    """Seconds one video may take to decode (from when a worker starts on it) before it becomes a failed
+    sample ``timeout: ...``. Enforced by ``process`` and ``thread`` decoding, not by ``inline``."""
     retry_failed: bool = False
     """Decode videos that failed in an earlier run of the same pipeline again."""
+
+    def __post_init__(self) -> None:
+        modes = ("auto", "process", "thread", "inline")
+        if self.decode not in modes:
+            raise UsageError(f"config: bad value for 'run.decode': {self.decode!r}; use {', '.join(modes)}")
+        for key in ("workers", "prefetch"):
+            if getattr(self, key) < 0:
+                raise UsageError(f"config: bad value for 'run.{key}': {getattr(self, key)}; it must be >= 0")
+        if not self.video_timeout > 0:
+            raise UsageError(f"config: bad value for 'run.video_timeout': {self.video_timeout}; it must be > 0")
 
 
 @dataclass

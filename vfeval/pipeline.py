@@ -163,14 +163,26 @@ class Pipeline:
     def encoder_identity(self) -> dict[str, Any]:
         return {"name": self.encoder_spec.name, "config": to_dict(self.encoder_config), **self.encoder.fingerprint()}
 
+    def decoder_identity(self) -> dict[str, Any] | None:
+        """The video decoder's name and versions, which decide the pixels; None if no video is decoded."""
+        if self.aggregator.needs is None:
+            return None
+        from vfeval.video.backends import decoder_identity
+
+        return decoder_identity(self.sampling.decoder)
+
     def describe(self) -> dict[str, Any]:
-        return {
+        described = {
             "encoder": self.encoder_identity(),
             "aggregator": {"name": self.aggregator_spec.name, "config": to_dict(self.aggregator_config),
                            **self.aggregator.fingerprint()},
             "sampling": to_dict(self.sampling),
             "seed": self.seed,
         }
+        decoder = self.decoder_identity()
+        if decoder is not None:
+            described["decoder"] = decoder
+        return described
 
     def fingerprint(self) -> str:
         return fingerprint(self.describe())
@@ -178,7 +190,7 @@ class Pipeline:
     def features_key(self) -> str:
         """Names the per-segment features: encoder weights and config, sampling, and what is computed."""
         return fingerprint({"encoder": self.encoder_identity(), "sampling": to_dict(self.sampling),
-                            "needs": self.aggregator.needs})
+                            "needs": self.aggregator.needs, "decoder": self.decoder_identity()})
 
     # -- checks -----------------------------------------------------------------------------------
     def check(self, kinds: set[str], registry: Registry | None = None) -> None:

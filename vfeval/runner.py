@@ -9,14 +9,12 @@ scores are always computed from the answers as stored, whether they were compute
 from __future__ import annotations
 
 import json
-import os
 import resource
 import sys
 import time
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,17 +70,27 @@ def _batched(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 
 def _decode(window: VideoWindow, sampling: Any) -> Any:
-    from vfeval.video import read_window
+    """The clips of one window, decoded here with the pipeline's decoder (what ``run.decode=inline`` does)."""
+    from vfeval.video.backends import get_decoder
 
-    return read_window(window, sampling)
+    return get_decoder(sampling.decoder).read_window(window, sampling)
 
 
 def _failure(exc: BaseException) -> str:
+    """The reason a window failed, starting with a short slug and a colon: results count failures by it."""
     if isinstance(exc, DataError):
         return str(exc)
-    if isinstance(exc, FutureTimeout):
-        return "timeout: decoding took longer than run.video_timeout"
+    if isinstance(exc, CancelledError):
+        return "cancelled: decoding was cancelled"
     return f"decode-error: {type(exc).__name__}: {exc}"
+
+
+def _sample_extra(entries: list[Entry]) -> dict[str, Any]:
+    """Provenance for a sample's line in samples.jsonl: the frame times its answers were computed from."""
+    for entry in entries:
+        if entry.extra and "frame_times" in entry.extra:
+            return {"frame_times": entry.extra["frame_times"]}
+    return {}
 
 
 class Runner:
@@ -130,6 +138,7 @@ class Runner:
             got = [entries[r.key()] for r in reqs]
             bad = next((e for e in got if not e.ok), None)
             res = SampleResult(sample, None, error=bad.error) if bad else SampleResult(sample, [e.value for e in got])
+            res.extra = _sample_extra(got)
             if not res.failed:
                 res.prediction, res.correct = task.predict(res)
             results.append(res)
@@ -192,7 +201,8 @@ class Runner:
                         ok_inputs.extend([inp] * len(reqs))
                 if ok_reqs:
                     answers = pipeline.answer(ok_reqs, ok_inputs)
-                    entries.update({r.key(): Entry(True, a) for r, a in zip(ok_reqs, answers)})
+                    entries.update({r.key(): Entry(True, a, extra={"frame_times": inp.frame_times})
+                                    for r, a, inp in zip(ok_reqs, answers, ok_inputs)})
                 cache.put_answers(pfp, entries)
                 stats.computed += len(entries)
                 progress.advance(bar, len(entries))
@@ -200,31 +210,36 @@ class Runner:
     def _video_batches(
         self, groups: list[tuple[VideoWindow, list[Request]]], pipeline: Pipeline, cache: Cache, stats: RunStats
     ) -> Iterator[tuple[list[tuple[VideoWindow, list[Request]]], list[VideoInputs | str]]]:
-        """Yield batches of windows with their VideoInputs (or a failure reason), decoding ahead in a pool."""
+        """Yield batches of windows with their VideoInputs (or a failure reason).
+
+        Windows not in the feature store are decoded by a pool (``run.decode``) while the caller encodes the
+        batch before: ``run.prefetch`` batches are submitted ahead of the one being encoded, never more, so
+        memory stays bounded however long the dataset is.
+        """
+        from vfeval.video.pool import open_pool
+
         cfg = self.cfg.run
         fkey = pipeline.features_key()
-        workers = cfg.workers or max(1, min(4, (os.cpu_count() or 2)))
-        batches = list(_batched(groups, cfg.batch_size))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vfeval-decode") as pool:
+        batches = iter(_batched(groups, cfg.batch_size))
+        with open_pool(cfg.decode, cfg.workers, cfg.video_timeout, pipeline.sampling.decoder, len(groups)) as pool:
             queue: deque[tuple[list, list[Any]]] = deque()
 
             def submit(batch: list[tuple[VideoWindow, list[Request]]]) -> None:
                 jobs: list[Any] = []
                 for window, _ in batch:
                     stored = cache.get_features(fkey, window_key(window))
-                    jobs.append(stored if stored is not None else pool.submit(_decode, window, pipeline.sampling))
+                    jobs.append(stored if stored is not None else pool.submit(window, pipeline.sampling))
                 queue.append((batch, jobs))
 
-            upcoming = iter(batches)
-            for batch in upcoming:
-                submit(batch)
-                if len(queue) > cfg.prefetch:
-                    break
-            while queue:
+            while True:
+                while len(queue) <= cfg.prefetch:
+                    batch = next(batches, None)
+                    if batch is None:
+                        break
+                    submit(batch)
+                if not queue:
+                    return
                 batch, jobs = queue.popleft()
-                nxt = next(upcoming, None)
-                if nxt is not None:
-                    submit(nxt)
                 yield batch, self._inputs_for(batch, jobs, pipeline, cache, fkey, stats)
 
     def _inputs_for(self, batch: list, jobs: list[Any], pipeline: Pipeline, cache: Cache, fkey: str,
@@ -232,16 +247,16 @@ class Runner:
         out: list[VideoInputs | str | None] = [None] * len(batch)
         to_encode: list[tuple[int, list[Any]]] = []
         for i, job in enumerate(jobs):
-            if isinstance(job, Future):
-                try:
-                    to_encode.append((i, job.result(timeout=self.cfg.run.video_timeout)))
-                    stats.windows_decoded += 1
-                except Exception as exc:  # a bad video is a failed sample, never a crashed run
-                    out[i] = _failure(exc)
-            else:
+            if isinstance(job, dict):
                 stats.windows_from_store += 1
                 out[i] = VideoInputs(times=job["times"], embeddings=job["embeddings"], captions=job["captions"],
                                      frame_times=job["frame_times"])
+                continue
+            try:  # the pool enforces run.video_timeout
+                to_encode.append((i, job.result()))
+                stats.windows_decoded += 1
+            except Exception as exc:  # a bad video is a failed sample, never a crashed run
+                out[i] = _failure(exc)
         if to_encode:
             computed = pipeline.compute_inputs([clips for _, clips in to_encode])
             cache.put_features(fkey, [(window_key(batch[i][0]), inp) for (i, _), inp in zip(to_encode, computed)])

@@ -51,6 +51,11 @@ class SampleResult:
     error: str | None = None
     prediction: Any = None
     correct: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Provenance written into the sample's line, JSON-able (e.g. ``frame_times``: the presentation times of
+    the frames used, per segment); keys of the line itself are never overwritten."""
+
+    _LINE_KEYS = ("id", "video", "target", "data", "group", "answers", "prediction", "correct", "error")
 
     @property
     def failed(self) -> bool:
@@ -62,6 +67,7 @@ class SampleResult:
         d["prediction"] = self.prediction
         d["correct"] = self.correct
         d["error"] = self.error
+        d.update({k: v for k, v in self.extra.items() if k not in d})
         return d
 
     @classmethod
@@ -73,6 +79,7 @@ class SampleResult:
             d.get("error"),
             d.get("prediction"),
             d.get("correct"),
+            {k: v for k, v in d.items() if k not in cls._LINE_KEYS},
         )
 
 

@@ -28,6 +28,7 @@ def register_encoders(register):
 
 @hookimpl
 def register_aggregators(register):
+    from vfeval_baselines.captioning import NearestCaptionConfig
     from vfeval_baselines.choice import BlindConfig, ConstantConfig, RandomConfig
 
     register(AggregatorSpec(
@@ -43,4 +44,9 @@ def register_aggregators(register):
     register(AggregatorSpec(
         name="constant", factory="vfeval_baselines.choice:make_constant", config=ConstantConfig,
         kinds=("choice_scores",), description="Always the same option (answer-prior check).",
+    ))
+    register(AggregatorSpec(
+        name="nearest-caption", factory="vfeval_baselines.captioning:make_nearest_caption",
+        config=NearestCaptionConfig, kinds=("generate",),
+        description="Generates by retrieval: the caption of a bank file nearest to the pooled video embedding.",
     ))

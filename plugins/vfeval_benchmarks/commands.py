@@ -29,10 +29,13 @@ def add_data_commands(app: typer.Typer) -> None:
             ..., "--out", help="Folder to write into: new, empty, or written by this command before."
         ),
         seed: int = typer.Option(0, help="Same seed and sizes give the same files."),
-        videos: int = typer.Option(100, help="Evaluation videos (one question each) per format."),
+        videos: int = typer.Option(
+            100, help="Evaluation videos per format (EgoSchema questions, MSR-VTT test, YouCook2 validation)."
+        ),
         train_videos: int = typer.Option(400, help="Captioned training videos (0 for none)."),
         formats: list[str] = typer.Option(
-            ["egoschema"], help="Benchmark formats to write; repeat or comma-separate."
+            ["egoschema"], help="Benchmark formats to write, any of egoschema, msrvtt, youcook2; repeat or "
+            "comma-separate (e.g. --formats egoschema,msrvtt,youcook2)."
         ),
         size: int = typer.Option(64, help="Frame width and height in pixels (even)."),
         fps: int = typer.Option(4, help="Frames per second."),

@@ -75,6 +75,8 @@ class VideoFirstConfig(EncoderConfig):
     """Dimension of the joint video-text space (CLIP's projection_dim when inflating)."""
     text: str = "clip"
     """clip: CLIP's text tower and tokenizer; bytes: a small byte-level tower; none: no text."""
+    text_length: int = BYTE_TEXT_LENGTH
+    """Tokens the byte-level tower reads (``text=bytes``), start token included; longer texts are cut."""
     pool: str = "cls"
     """cls: mean of the per-slice class tokens (reproduces CLIP on a static video); mean: mean of patch tokens."""
     seed: int = 0
@@ -106,6 +108,12 @@ def num_patch_tokens(cfg: VideoFirstConfig, num_frames: int | None = None) -> in
     return nt * nh * nw
 
 
+ARCHITECTURE_KEYS = (
+    "variant", "tubelet", "num_frames", "image_size", "attention", "embed_dim", "text", "text_length", "pool",
+)
+"""Options that shape the weights (or how they are read out): a checkpoint only fits a config that agrees on them."""
+
+
 def validate(cfg: VideoFirstConfig) -> None:
     """Refuse option values that cannot work, each with a one-line message naming the key."""
     for key, allowed in CHOICES.items():
@@ -124,6 +132,8 @@ def validate(cfg: VideoFirstConfig) -> None:
         raise UsageError(
             f"videofirst: image_size {cfg.image_size} is not a multiple of the tubelet's {h}x{w}"
         )
+    if cfg.text == "bytes" and cfg.text_length < 2:
+        raise UsageError(f"videofirst: text_length must be at least 2, got {cfg.text_length}")
     if cfg.num_frames < 1:
         raise UsageError(f"videofirst: num_frames must be positive, got {cfg.num_frames}")
     if not 0.0 <= cfg.mask_ratio < 1.0:

@@ -1,12 +1,17 @@
-"""Registers the masked video-first encoder with vfeval. Imports nothing heavy: `vfeval ls` loads this module."""
+"""Registers the masked video-first encoder, its trainer and the ``profile`` command with vfeval.
+
+Imports nothing heavy: `vfeval ls` and `vfeval --help` load this module.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from vfeval import hookimpl
-from vfeval.specs import EncoderSpec
+from vfeval.specs import EncoderSpec, TrainerSpec
 from vfeval_videofirst.config import VideoFirstConfig
+from vfeval_videofirst.train_config import TrainConfig
 
 
 @hookimpl
@@ -22,3 +27,23 @@ def register_encoders(register: Callable[[EncoderSpec], None]) -> None:
             "masked input while training, inflated from CLIP",
         )
     )
+
+
+@hookimpl
+def register_trainers(register: Callable[[TrainerSpec], None]) -> None:
+    register(
+        TrainerSpec(
+            name="videofirst-contrastive",
+            factory="vfeval_videofirst.torch.train:train",
+            config=TrainConfig,
+            description="Contrastive video-text training of the videofirst encoder (InfoNCE or sigmoid), "
+            "in stages, with masking, freezing, resume and torchrun DDP",
+        )
+    )
+
+
+@hookimpl
+def register_commands(app: Any) -> None:
+    from vfeval_videofirst.commands import add_profile_command
+
+    add_profile_command(app)

@@ -9,12 +9,18 @@ Times are presentation timestamps (``pts × time_base``) measured from the strea
 stream that starts at 1.4 s (MPEG-TS) has its first frame at 0. ``vfeval.video.sampling`` states which
 frame a time selects. Frames are rotated upright when the stream carries a rotation (a display matrix,
 or the older ``rotate`` tag), in quarter turns only; other matrices (flips, shears) are ignored.
+
+Every ``DataError`` message starts with a short reason and a colon (``missing:``, ``empty:``, ``corrupt:``,
+``truncated:``, ``outside:``, ``unsupported-codec:``...): a run counts its failed samples by that reason.
+``threads`` is how many threads FFmpeg may decode one stream with: 0 lets it choose (one per core), 1 decodes
+on the calling thread only, which is what a pool of decoding processes wants.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,9 +40,12 @@ SEEK_GAP = 1.0
 END_SLACK = 2.0
 """Seconds (or two frame intervals if longer) that the last frame may be held before the stream is
 considered cut short: a file whose header promises more than it holds raises ``DataError``."""
+SKIP_MARGIN = 0.25
+"""Seconds (or three frame intervals if longer) before a wanted time from which every frame is decoded; frames
+further back that no other frame refers to (most B-frames) are skipped by the decoder."""
 _TIME_SLACK = 1e-6  # a frame at t + 1 µs still counts as shown at t: float rounding of t is not a choice
 
-_TIMELESS = "no frame timestamps (a raw stream? remux it into a container: ffmpeg -i IN -c copy OUT.mp4)"
+_TIMELESS = "no-timestamps: no frame timestamps (a raw stream? remux it into a container: ffmpeg -i IN -c copy OUT.mp4)"
 
 Container = av.container.InputContainer
 Stream = av.video.stream.VideoStream
@@ -45,25 +54,33 @@ Picked = list[tuple[float, np.ndarray]]
 
 
 @contextmanager
-def _opened(path: str | os.PathLike) -> Iterator[tuple[Container, Stream]]:
+def _opened(path: str | os.PathLike, threads: int = 0) -> Iterator[tuple[Container, Stream]]:
     """The container and its first video stream; any PyAV error inside becomes a ``DataError``."""
     p = Path(path)
-    if not p.is_file():
-        raise DataError(f"video file not found: {p}")
-    if p.stat().st_size == 0:
-        raise DataError(f"video file is empty (0 bytes): {p}")
+    try:
+        mode = p.stat().st_mode
+    except OSError:
+        raise DataError(f"missing: video file not found: {p}") from None
+    if stat.S_ISDIR(mode):
+        raise DataError(f"missing: {p} is a folder, not a video file")
+    if stat.S_ISREG(mode) and p.stat().st_size == 0:  # not for pipes and devices, which report 0 bytes
+        raise DataError(f"empty: video file is empty (0 bytes): {p}")
     try:
         container = av.open(str(p))
     except av.error.FFmpegError as exc:
-        raise DataError(f"cannot open {p}: corrupt or not a video ({exc})") from exc
+        raise DataError(f"corrupt: cannot open {p}: corrupt or not a video ({exc})") from exc
     try:
         if not container.streams.video:
-            raise DataError(f"no video stream in {p}")
+            raise DataError(f"no-video: no video stream in {p}")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        if stream.codec_context is None:
+            raise DataError(f"unsupported-codec: this FFmpeg build has no decoder for the video stream of {p}")
+        # Frame and slice threads; one thread means none at all (FFmpeg's 0 means one per core).
+        stream.thread_type = "AUTO" if threads != 1 else "SLICE"
+        stream.thread_count = max(0, threads)
         yield container, stream
     except av.error.FFmpegError as exc:
-        raise DataError(f"cannot decode {p}: {exc}") from exc
+        raise DataError(f"corrupt: cannot decode {p}: {exc}") from exc
     finally:
         container.close()
 
@@ -87,13 +104,13 @@ def _duration(container: Container, stream: Stream, path: str) -> float:
     with _opened(path) as (scan, video):  # no header says: read packet timestamps (no decoding)
         end = max((p.pts + (p.duration or 0) for p in scan.demux(video) if p.pts is not None), default=None)
         if end is None:
-            raise DataError(f"{path}: {_TIMELESS}")
+            raise DataError(f"{_TIMELESS} in {path}")
         return float((end - (video.start_time or 0)) * video.time_base)
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:
     """Duration, average frame rate, size, frame count (None when the header does not say) and codec."""
-    with _opened(path) as (container, stream):
+    with _opened(path, threads=1) as (container, stream):
         duration = _duration(container, stream, str(path))
         rate = stream.average_rate or stream.guessed_rate
         fps = float(rate) if rate else (stream.frames / duration if stream.frames and duration else 0.0)
@@ -132,7 +149,7 @@ class _Converter:
         if self.crop:
             h, w = rgb.shape[:2]
             if self.crop > min(h, w):
-                raise DataError(f"frames are {h}x{w}, smaller than the {self.crop}x{self.crop} crop")
+                raise DataError(f"too-small: frames are {h}x{w}, smaller than the {self.crop}x{self.crop} crop")
             top, left = (h - self.crop) // 2, (w - self.crop) // 2
             rgb = rgb[top : top + self.crop, left : left + self.crop]
         return np.ascontiguousarray(rgb)
@@ -144,6 +161,12 @@ class _Cursor:
     Seeking pays for the decode from the landing keyframe up to the time; decoding forward pays for every
     frame in between. So it seeks only over a gap longer than ``SEEK_GAP`` and longer than any group of
     pictures seen so far (else the keyframe before the time may well be behind the decode position).
+
+    On the way to a time, packets more than ``SKIP_MARGIN`` before it are decoded with FFmpeg's
+    ``skip_frame=NONREF``: frames that no later frame refers to are dropped unseen, which cannot change any
+    frame that is decoded. The frame shown at the time is always decoded: if a dropped packet lies between
+    the frame found and the time (a gap between frames longer than the margin), the time is read again
+    from its keyframe without dropping anything.
     """
 
     def __init__(self, container: Container, stream: Stream) -> None:
@@ -154,20 +177,50 @@ class _Cursor:
         self.key_time: float | None = None
         self.gop = 0.0  # the longest keyframe interval seen
         self.back = 0.0  # seek this far before a time: some demuxers (MPEG-TS) land after the target
+        self.target = 0.0  # the time being sought
+        self.dropping = True  # whether packets before target - margin may drop non-reference frames
+        rate = stream.average_rate or stream.guessed_rate
+        self.margin = max(SKIP_MARGIN, 3 / float(rate)) if rate else SKIP_MARGIN
+        self.dropped_to = -math.inf  # the latest packet decoded with dropping on, since the last seek
+        self.skip_set = False
 
     def frame_at(self, t: float) -> av.VideoFrame:
+        self.target, self.dropping = t, True
         if self.frames is None and t <= SEEK_GAP:
-            self.frames = self.container.decode(self.stream)
+            self.frames = self._decode()
             self._advance()
         elif self.frames is None or self._worth_seeking(t):
             self._seek(t)
+        self._show(t)
+        shown = -math.inf if self.shown is None else _seconds(self.shown, self.stream)
+        if self.dropped_to > shown + _TIME_SLACK:  # the frame shown at t may have been dropped: read it whole
+            self.dropping = False
+            self._seek(t)
+            self._show(t)
+        frame = self.ahead if self.shown is None else self.shown  # before the first frame: the first frame
+        if frame is None:
+            raise DataError("no-frames: the video has no decodable frames")
+        return frame
+
+    def _show(self, t: float) -> None:
         while self.ahead is not None and _seconds(self.ahead, self.stream) <= t + _TIME_SLACK:
             self.shown = self.ahead
             self._advance()
-        frame = self.ahead if self.shown is None else self.shown  # before the first frame: the first frame
-        if frame is None:
-            raise DataError("the video has no decodable frames")
-        return frame
+
+    def _decode(self) -> Iterator[av.VideoFrame]:
+        """The frames from the current position on, as ``container.decode`` gives them, dropping unreferenced
+        frames from packets well before the target."""
+        start, base = self.stream.start_time or 0, self.stream.time_base
+        context = self.stream.codec_context
+        for packet in self.container.demux(self.stream):
+            when = None if packet.pts is None else float((packet.pts - start) * base)
+            drop = self.dropping and when is not None and when < self.target - self.margin
+            if drop != self.skip_set:
+                context.skip_frame = "NONREF" if drop else "DEFAULT"
+                self.skip_set = drop
+            if drop:
+                self.dropped_to = max(self.dropped_to, when)  # type: ignore[arg-type]
+            yield from packet.decode()
 
     def _advance(self) -> None:
         assert self.frames is not None
@@ -193,7 +246,8 @@ class _Cursor:
             when = max(t - back, -1.0)  # a negative time rewinds to the first frame
             offset = (self.stream.start_time or 0) + math.floor(when / self.stream.time_base)
             self.container.seek(offset, stream=self.stream, backward=True, any_frame=False)
-            self.frames, self.shown, self.key_time = self.container.decode(self.stream), None, None
+            self.frames, self.shown, self.key_time = self._decode(), None, None
+            self.dropped_to = -math.inf
             self._advance()
             if when < 0 or (self.ahead is not None and _seconds(self.ahead, self.stream) <= t + _TIME_SLACK):
                 break
@@ -229,7 +283,7 @@ def _pick_decoding_all(
             i += 1
         previous = frame
     if previous is None:
-        raise DataError("the video has no decodable frames")
+        raise DataError("no-frames: the video has no decodable frames")
     last = (_seconds(previous, stream), convert(previous))
     return picked + [last] * (len(times) - i), last[0]
 
@@ -240,17 +294,21 @@ def _span(window: VideoWindow, duration: float) -> tuple[float, float]:
     end = duration if window.end is None else min(float(window.end), duration)
     if not 0 <= start < duration or end <= start:
         raise DataError(
-            f"window [{window.start}, {window.end}) s lies outside the video {window.path} (0 to {duration:.3f} s)"
+            f"outside: window [{window.start}, {window.end}) s lies outside the video {window.path} "
+            f"(0 to {duration:.3f} s)"
         )
     return start, end
 
 
 def _read(
-    window: VideoWindow, sampling: SamplingConfig, pick: Callable[..., tuple[Picked, float | None]]
+    window: VideoWindow,
+    sampling: SamplingConfig,
+    pick: Callable[..., tuple[Picked, float | None]],
+    threads: int = 0,
 ) -> list[Clip]:
     """``pick(container, stream, sorted_times, convert)`` chooses the frames and says when the stream ended."""
-    validate(sampling)
-    with _opened(window.path) as (container, stream):
+    validate(sampling, decoder=False)
+    with _opened(window.path, threads) as (container, stream):
         duration = _duration(container, stream, window.path)
         bounds = segment_bounds(*_span(window, duration), sampling.segments)
         wanted = [frame_times(s, e, sampling) for s, e in bounds]
@@ -261,7 +319,7 @@ def _read(
         slack = max(END_SLACK, 2 / float(rate)) if rate else END_SLACK
         if ended_at is not None and times.max() - ended_at > slack:
             raise DataError(
-                f"{window.path} stops at {ended_at:.3f} s but its header says {duration:.3f} s "
+                f"truncated: {window.path} stops at {ended_at:.3f} s but its header says {duration:.3f} s "
                 f"and frames up to {times.max():.3f} s were wanted: truncated or corrupt"
             )
     results = [picked[j] for j in np.argsort(order)]  # back to the order of the segments
@@ -272,18 +330,18 @@ def _read(
     return clips
 
 
-def read_window(window: VideoWindow, sampling: SamplingConfig) -> list[Clip]:
+def read_window(window: VideoWindow, sampling: SamplingConfig, threads: int = 0) -> list[Clip]:
     """The frames of ``window`` chosen by ``sampling``: one ``Clip`` per segment (one if ``segments`` is None).
 
     Each clip has ``frames: uint8 [T, H, W, 3]`` with ``T`` the number of wanted times (a frame shown at two
     wanted times appears twice) and ``times: float64 [T]``, the presentation time of each frame returned.
     ``window.end`` None, or past the end of the video, means the end of the video. Raises ``DataError`` for
-    a missing, empty, corrupt or truncated file, a file without video, or a window that starts outside it;
-    ``UsageError`` for sampling settings that cannot work.
+    a missing, empty, corrupt or truncated file, a file without video or with a codec this FFmpeg cannot
+    decode, or a window that starts outside it; ``UsageError`` for sampling settings that cannot work.
     """
-    return _read(window, sampling, _pick_seeking)
+    return _read(window, sampling, _pick_seeking, threads)
 
 
-def read_all_frames_then_pick(window: VideoWindow, sampling: SamplingConfig) -> list[Clip]:
+def read_all_frames_then_pick(window: VideoWindow, sampling: SamplingConfig, threads: int = 0) -> list[Clip]:
     """``read_window`` by decoding every frame from the start: slow, simple, the reference for tests."""
-    return _read(window, sampling, _pick_decoding_all)
+    return _read(window, sampling, _pick_decoding_all, threads)

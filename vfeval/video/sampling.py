@@ -22,9 +22,16 @@ SLIVER = 0.25
 _EPS = 1e-9  # absorbs float error in divisions such as 0.3 * 10 = 3.0000000000000004
 
 
-def validate(sampling: SamplingConfig) -> None:
-    """Raise ``UsageError`` naming the ``pipeline.sampling`` key whose value cannot work."""
+def validate(sampling: SamplingConfig, decoder: bool = True) -> None:
+    """Raise ``UsageError`` naming the ``pipeline.sampling`` key whose value cannot work.
+
+    ``decoder=False`` skips the check that the decoder is registered (a worker process builds its decoder
+    from the factory it was given and may not have the registry of the process that started it)."""
     key = "config: bad value for 'pipeline.sampling."
+    if decoder:
+        from vfeval.video.backends import decoder_factory
+
+        decoder_factory(sampling.decoder)
     if sampling.mode not in ("uniform", "fps"):
         raise UsageError(f"{key}mode': {sampling.mode!r}; use uniform or fps")
     if sampling.mode == "uniform" and sampling.num_frames < 1:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from vfeval.errors import UsageError, suggest
 
-from . import egoschema, train
+from . import egoschema, msrvtt, train, youcook2
 from .render import check_video_shape
 from .scenes import make_scene, rng_for
 
@@ -25,11 +25,13 @@ class SyntheticFormat:
     write: Callable[..., Path]
     """``write(out_dir, seed, n_videos, *, duration, n_events, fps, size, workers) -> folder``."""
     describe: Callable[..., str]
-    """``describe(n_videos, duration, fps, size) -> str``: its README paragraph (markdown)."""
+    """``describe(n_videos, duration, fps, size, n_events=...) -> str``: its README paragraph (markdown)."""
 
 
 FORMATS: dict[str, SyntheticFormat] = {
     egoschema.FORMAT: SyntheticFormat(egoschema.write_egoschema, egoschema.readme_section),
+    msrvtt.FORMAT: SyntheticFormat(msrvtt.write_msrvtt, msrvtt.readme_section),
+    youcook2.FORMAT: SyntheticFormat(youcook2.write_youcook2, youcook2.readme_section),
 }
 
 MARKER = ".vfeval_synthetic.json"
@@ -113,7 +115,7 @@ def write_synthetic(
     sections = []
     for name in formats:
         written[name] = FORMATS[name].write(out, seed, n_videos, workers=workers, **shape)
-        sections.append(FORMATS[name].describe(n_videos, duration, fps, size))
+        sections.append(FORMATS[name].describe(n_videos, duration, fps, size, n_events=n_events))
     if n_train_videos:
         written[train.SPLIT] = train.write_train(out, seed, n_train_videos, workers=workers, **shape)
         sections.append(train.readme_section(n_train_videos, duration, fps, size))

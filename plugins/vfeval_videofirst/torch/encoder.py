@@ -3,6 +3,9 @@
 Where the weights come from, in order:
 1. ``checkpoint``: a .safetensors file from ``save_checkpoint``; every key must match the model built from
    the config. The architecture of CLIP towers comes from ``clip_model``'s config (no CLIP weights are read).
+   The config is never taken from the checkpoint: the run config states every architecture option (so the
+   result records it), and a checkpoint saved with other values (``ARCHITECTURE_KEYS``, from its metadata)
+   is refused with the overrides that would make it fit.
 2. ``init=clip``: CLIP's vision tower inflated (``inflate.py``); with ``text=clip`` its text tower too.
 3. ``init=none``: random weights drawn from ``seed`` (training from scratch). The fingerprint says so.
 
@@ -25,8 +28,8 @@ from vfeval.config import to_dict
 from vfeval.errors import UsageError
 from vfeval.pipeline import Encoder
 from vfeval_videofirst.config import (
+    ARCHITECTURE_KEYS,
     BYTE_TEXT_DEPTH,
-    BYTE_TEXT_LENGTH,
     VideoFirstConfig,
     architecture,
     token_grid,
@@ -72,6 +75,8 @@ def build_model(cfg: VideoFirstConfig) -> tuple[DualEncoder, str]:
             f"videofirst: embed_dim is {cfg.embed_dim} but CLIP's projection_dim is "
             f"{clip_config.projection_dim}"
         )
+    if cfg.checkpoint:
+        check_checkpoint_fits(cfg, read_checkpoint_config(cfg.checkpoint))
     clip = inflate.load_clip(cfg.clip_model) if uses_clip and not cfg.checkpoint else None
 
     with torch.random.fork_rng(devices=[]):  # the seed decides the weights without touching global state
@@ -97,7 +102,7 @@ def build_model(cfg: VideoFirstConfig) -> tuple[DualEncoder, str]:
                 heads=arch["heads"],
                 mlp=arch["mlp"],
                 embed_dim=cfg.embed_dim,
-                length=BYTE_TEXT_LENGTH,
+                length=cfg.text_length,
             )
         else:
             text = None
@@ -130,14 +135,46 @@ def save_checkpoint(model: torch.nn.Module, path: str | Path, config: Any = None
     save_file(tensors, str(path), metadata=metadata)
 
 
+def _checkpoint_path(path: str | Path) -> Path:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UsageError(f"videofirst: checkpoint not found: {path}")
+    return path
+
+
+def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
+    """The encoder config saved in a checkpoint's metadata (``{}`` when it has none), without reading weights."""
+    from safetensors import safe_open
+
+    path = _checkpoint_path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        return json.loads(metadata.get("config", "{}"))
+    except Exception as exc:
+        raise UsageError(
+            f"videofirst: {path} is not a readable safetensors file ({str(exc).splitlines()[0]})"
+        ) from exc
+
+
+def check_checkpoint_fits(cfg: VideoFirstConfig, saved: dict[str, Any]) -> None:
+    """Refuse a config whose architecture options differ from those the checkpoint was saved with."""
+    mine = to_dict(cfg)
+    differ = [k for k in ARCHITECTURE_KEYS if k in saved and saved[k] != mine[k]]
+    if differ:
+        fix = " ".join(f"{k}={json.dumps(saved[k]).replace(' ', '')}" for k in differ)
+        raise UsageError(
+            f"videofirst: checkpoint {cfg.checkpoint} was saved with other architecture options than "
+            f"configured ({', '.join(f'{k}: {mine[k]!r}' for k in differ)}); set {fix}"
+        )
+
+
 def load_checkpoint(model: torch.nn.Module, path: str | Path) -> dict[str, Any]:
     """Load safetensors weights into ``model``: every key and shape must match. Returns the saved config."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UsageError(f"videofirst: checkpoint not found: {path}")
+    path = _checkpoint_path(path)
     try:
         tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as f:
@@ -146,6 +183,12 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path) -> dict[str, Any]:
         raise UsageError(
             f"videofirst: {path} is not a readable safetensors file ({str(exc).splitlines()[0]})"
         ) from exc
+    load_tensors(model, tensors, path)
+    return json.loads(metadata.get("config", "{}"))
+
+
+def load_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    """``model.load_state_dict(tensors)``, refusing with one line (naming ``path``) unless every key and shape fits."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -161,7 +204,6 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path) -> dict[str, Any]:
             "(check variant, tubelet, image_size, num_frames, attention and text)"
         )
     model.load_state_dict(tensors, strict=True)
-    return json.loads(metadata.get("config", "{}"))
 
 
 def _device(name: str) -> torch.device:

@@ -1,0 +1,342 @@
+"""What frames, masking and freezing cost: peak memory and time of a training step and of inference.
+
+Each configuration runs in a fresh process (``python -m vfeval_videofirst.profile --worker JSON``), so one
+configuration's high-water mark never hides the next one's. Peak memory is the growth over the moment
+before the measured work began: of the resident set (``ru_maxrss``) on CPU, where torch's allocations are
+invisible to tracemalloc, and of ``torch.cuda.max_memory_allocated`` on CUDA. Time is the median of the
+timed steps after one untimed warm-up step.
+
+A training step is the videofirst video tower's forward pass over (masked) tokens, the contrastive loss
+against fixed text embeddings, the backward pass and, unless turned off, the AdamW update of the
+trainable parameters (the last K blocks when freezing, as ``stage.trainable_layers`` in training).
+Inference is any registered encoder's ``embed_video`` on random clips; for videofirst a masking ratio
+above 0 drops tokens at inference too (``mask_at_eval``).
+
+``vfeval profile`` runs a grid and writes a table and a JSON report; ``bench/masking.py`` uses the same
+measurements. Nothing here imports torch at module level: the worker does, in its own process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from itertools import product
+from typing import Any
+
+from vfeval.errors import UsageError
+
+SCHEMA = "vfeval.profile/1"
+VIDEOFIRST = "videofirst"
+# Cost does not depend on the weights, so profiles build random ones without any text tower by default.
+VIDEOFIRST_DEFAULTS: dict[str, Any] = {"init": "none", "text": "none"}
+TEXT_DIM_DEFAULT = 512
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def attention_flops(model: Any, seq_len: int, batch: int) -> int:
+    """QK^T and AV of every joint layer: 2 matmuls of L x L x D, 2 FLOPs per multiply-add."""
+    width = model.pos_space.shape[1]
+    return batch * len(model.blocks) * 4 * seq_len * seq_len * width
+
+
+def matmul_rate(n: int = 2048, reps: int = 10) -> float:
+    """fp32 FLOP/s of a square matmul, with torch's default thread count."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------------------------------------------
+# One measurement, in a worker process
+
+
+def videofirst_config(options: dict[str, Any], kind: str, mask_ratio: float) -> Any:
+    """The VideoFirstConfig a measurement builds: profile defaults, the user's options, then the masking."""
+    from omegaconf import OmegaConf
+
+    from vfeval_videofirst.config import VideoFirstConfig, validate
+
+    merged = {**VIDEOFIRST_DEFAULTS, **options}
+    if mask_ratio > 0:
+        merged.setdefault("mask", "tube" if merged.get("attention") == "factorised" else "random")
+        merged.update(mask_ratio=mask_ratio, mask_at_eval=kind == "infer")
+    else:
+        merged.update(mask="none", mask_ratio=0.0)
+    try:
+        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(VideoFirstConfig), merged))
+    except Exception as exc:
+        raise UsageError(f"profile: bad encoder option ({str(exc).splitlines()[0]})") from exc
+    validate(cfg)
+    return cfg
+
+
+def _sync(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_start(device: Any) -> float:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return torch.cuda.memory_allocated(device) / 2**20
+    return peak_rss_mib()
+
+
+def _peak_end(device: Any, base: float) -> float:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20 - base
+    return peak_rss_mib() - base
+
+
+def _name(device: Any) -> str:
+    import torch
+
+    return f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
+
+
+def _videofirst(args: dict[str, Any]) -> dict[str, Any]:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vfeval_videofirst.config import token_grid
+    from vfeval_videofirst.torch.encoder import _device, build_model
+    from vfeval_videofirst.torch.model import contrastive_loss
+    from vfeval_videofirst.torch.train import set_trainable
+
+    kind, batch, frames = args["kind"], args["batch"], args["frames"]
+    cfg = videofirst_config(args.get("options", {}), kind, args.get("mask_ratio", 0.0))
+    device = _device(args.get("device", "cpu"))
+    torch.manual_seed(0)
+    dual = build_model(cfg)[0]
+    model = dual.video.to(device)
+    size = cfg.image_size
+    video = torch.randn(batch, 3, frames, size, size, device=device)
+    generator = torch.Generator(device).manual_seed(0)
+    times = []
+    if kind == "train":
+        model.train()
+        set_trainable(dual, args.get("trainable_layers", -1), train_text=False, learn_temperature=False)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=1e-4) if args.get("optimizer", True) else None
+        text = torch.nn.functional.normalize(torch.randn(batch, cfg.embed_dim, device=device), dim=-1)
+        scale = torch.tensor(2.0, device=device)
+        base = _peak_start(device)
+        for _ in range(args["steps"] + 1):  # the first step warms up and is not timed
+            start = time.perf_counter()
+            loss = contrastive_loss(model(video, generator=generator), text, scale)
+            loss.backward()
+            if optimizer is not None:
+                optimizer.step()
+            model.zero_grad(set_to_none=True)
+            _sync(device)
+            times.append(time.perf_counter() - start)
+        x = model.tokens(video, generator=generator)[0]
+    else:
+        model.eval()
+        keep = model.draw_keep(batch, token_grid(cfg, frames), generator)
+        base = _peak_start(device)
+        with torch.inference_mode():
+            for _ in range(args["steps"] + 1):
+                start = time.perf_counter()
+                model(video, keep=keep)
+                _sync(device)
+                times.append(time.perf_counter() - start)
+            x = model.tokens(video, keep=keep)[0]
+    tokens = x.shape[1] if x.dim() == 3 else x.shape[1] * x.shape[2]
+    step_s = statistics.median(times[1:])
+    result = {"peak_mib": _peak_end(device, base), "step_s": step_s, "tokens": int(tokens), "device": _name(device)}
+    if args.get("flops"):
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model.eval()(video)
+        result["fwd_flops"] = counter.get_total_flops() + attention_flops(model, tokens, batch)
+    return result
+
+
+def _any_encoder(args: dict[str, Any]) -> dict[str, Any]:
+    """Inference through the plain ``Encoder`` interface, for encoders other than videofirst."""
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from vfeval.plugins import get_plugin_manager
+
+    if args["kind"] != "infer":
+        raise UsageError(f"profile: training steps are measured for {VIDEOFIRST!r} only, not {args['encoder']!r}")
+    spec = get_plugin_manager().registry.get("encoders", args["encoder"])
+    schema = OmegaConf.structured(spec.config) if spec.config else OmegaConf.create({})
+    cfg = OmegaConf.to_object(OmegaConf.merge(schema, {"name": args["encoder"], **args.get("options", {})}))
+    encoder = spec.load()(cfg)
+    rng = np.random.default_rng(0)
+    size = args.get("size") or 224
+    clips = [rng.integers(0, 256, (args["frames"], size, size, 3), dtype=np.uint8) for _ in range(args["batch"])]
+    base = peak_rss_mib()
+    times = []
+    for _ in range(args["steps"] + 1):
+        start = time.perf_counter()
+        encoder.embed_video(clips)
+        times.append(time.perf_counter() - start)
+    return {"peak_mib": peak_rss_mib() - base, "step_s": statistics.median(times[1:]), "tokens": None, "device": "cpu"}
+
+
+def worker(args: dict[str, Any]) -> dict[str, Any]:
+    """Measure one configuration in this process (see the module docstring for what is measured)."""
+    result = (_videofirst if args.get("encoder", VIDEOFIRST) == VIDEOFIRST else _any_encoder)(args)
+    result["clips_per_s"] = args["batch"] / result["step_s"] if result["step_s"] > 0 else None
+    return result
+
+
+def measure(args: dict[str, Any]) -> dict[str, Any]:
+    """``worker(args)`` in a fresh Python process; its stderr becomes the error if it fails."""
+    out = subprocess.run(
+        [sys.executable, "-m", "vfeval_videofirst.profile", "--worker", json.dumps(args)],
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode:
+        lines = [line for line in out.stderr.strip().splitlines() if line.strip()]
+        raise RuntimeError(f"profile worker {json.dumps(args)} failed: {lines[-1] if lines else out.returncode}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------------------
+# A grid of measurements
+
+
+def grid(
+    frames: list[int], mask_ratios: list[float], trainable_layers: list[int], kinds: list[str]
+) -> list[dict[str, Any]]:
+    """The configurations to measure: training over frames x ratios x layers, inference over frames x ratios."""
+    rows = []
+    for kind in kinds:
+        layers = trainable_layers if kind == "train" else [None]
+        for f, r, k in product(frames, mask_ratios, layers):
+            rows.append({"kind": kind, "frames": f, "mask_ratio": r, "trainable_layers": k})
+    return rows
+
+
+def check(encoder: str, options: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """Refuse a grid that cannot run, before any process is started."""
+    from vfeval_videofirst.config import architecture
+
+    for row in rows:
+        if row["kind"] not in ("train", "infer"):
+            raise UsageError(f"profile: unknown kind {row['kind']!r}; use train or infer")
+        if row["frames"] < 1 or not 0 <= row["mask_ratio"] < 1:
+            raise UsageError(f"profile: frames must be positive and mask ratios in [0, 1), got {row}")
+    if encoder != VIDEOFIRST:
+        if any(r["kind"] == "train" for r in rows) or any(r["mask_ratio"] for r in rows):
+            raise UsageError(f"profile: only {VIDEOFIRST!r} has training steps and masks; use --kinds infer --mask-ratios 0")
+        return
+    for row in rows:
+        cfg = videofirst_config(options, row["kind"], row["mask_ratio"])
+        depth = architecture(cfg)["depth"]
+        if row["trainable_layers"] is not None and not -1 <= row["trainable_layers"] <= depth:
+            raise UsageError(f"profile: trainable layers must be -1 (all) or 0..{depth}, got {row['trainable_layers']}")
+
+
+def provenance() -> dict[str, Any]:
+    from importlib import metadata
+
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "vfeval": version("vfeval"),
+        "torch": version("torch"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def profile(
+    encoder: str,
+    options: dict[str, Any],
+    rows: list[dict[str, Any]],
+    *,
+    batch: int,
+    infer_batch: int,
+    steps: int,
+    device: str = "auto",
+    optimizer: bool = True,
+    size: int = 0,
+    on_row: Any = None,
+) -> dict[str, Any]:
+    """Measure every configuration of ``rows`` in its own process; returns the report (``SCHEMA``)."""
+    check(encoder, options, rows)
+    measured, devices = [], set()
+    for row in rows:
+        b = batch if row["kind"] == "train" else infer_batch
+        args = {
+            "encoder": encoder,
+            "options": options,
+            **row,
+            "batch": b,
+            "steps": steps,
+            "device": device,
+            "optimizer": optimizer,
+            "size": size,
+        }
+        if row["trainable_layers"] is None:
+            args.pop("trainable_layers")
+        result = {**row, "batch": b, **measure(args)}
+        devices.add(result.pop("device"))
+        measured.append(result)
+        if on_row is not None:
+            on_row(result)
+    return {
+        "schema": SCHEMA,
+        "encoder": {"name": encoder, "options": {**(VIDEOFIRST_DEFAULTS if encoder == VIDEOFIRST else {}), **options}},
+        "device": ", ".join(sorted(devices)) or device,
+        "steps": steps,
+        "optimizer": optimizer,
+        "measures": {
+            "peak_mib": "growth of peak memory over the moment before the measured steps (CPU: ru_maxrss; CUDA: "
+            "max_memory_allocated), MiB",
+            "step_s": "median seconds of the timed steps after one warm-up step",
+            "clips_per_s": "batch / step_s",
+            "tokens": "tokens entering the transformer per clip (class tokens included, after masking)",
+        },
+        "provenance": provenance(),
+        "rows": measured,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="One profile measurement (used by `vfeval profile`).")
+    parser.add_argument("--worker", required=True, help="JSON arguments of one measurement")
+    ns = parser.parse_args()
+    print(json.dumps(worker(json.loads(ns.worker))))
+
+
+if __name__ == "__main__":
+    main()

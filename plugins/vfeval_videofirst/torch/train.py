@@ -1,0 +1,406 @@
+"""``videofirst-contrastive``: contrastive video-text training of the video-first dual encoder.
+
+The recipe of LongViViT (Papalampidi et al., 2024), in stages, each one ``vfeval train`` of a config in
+``configs/train/``: inflate an image-text model and train on short clips with masked input (stage 1),
+then on long clips with more frames, 75% masking and all but the last layers frozen, starting from the
+stage-1 checkpoint (stage 2). ``configs/train/synthetic.yaml`` trains a tiny model from scratch on CPU.
+
+Optimisation: AdamW, linear warm-up then cosine decay, gradient accumulation, clipping of the global
+gradient norm, bfloat16 autocast on CUDA devices that support it. Losses: symmetric InfoNCE with a
+learned temperature (CLIP) or the pairwise sigmoid loss with a learned temperature and bias (SigLIP).
+
+Distributed: under ``torchrun --nproc_per_node=N -m vfeval train CONFIG`` every process trains a
+``DistributedDataParallel`` replica (gloo on CPU, NCCL on GPUs) on its shard of each epoch. Embeddings
+of all processes are gathered before the loss, so the negatives are the whole global batch and the
+gradient is exactly that of the global batch's loss. Only rank 0 writes files.
+
+Reproducibility: the data order is a function of (seed, epoch) and each forward pass's masks of (seed,
+rank, pass index), so no random state is carried from step to step; deterministic algorithms are asked
+for; a run resumed from a checkpoint ends with the weights an uninterrupted run reaches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from vfeval.config import to_dict
+from vfeval.errors import UsageError
+from vfeval_videofirst.torch import state as ckpt
+from vfeval_videofirst.torch.data import CaptionedVideos, Schedule, micro_batches, read_captions
+from vfeval_videofirst.torch.encoder import (
+    _checkpoint_path,
+    _device,
+    build_model,
+    load_checkpoint,
+    load_tensors,
+    preprocess,
+)
+from vfeval_videofirst.torch.model import DualEncoder, contrastive_loss, resample_time
+from vfeval_videofirst.train_config import TrainConfig, validate
+
+MAX_LOGIT_SCALE = math.log(100.0)
+"""CLIP clamps its learned inverse temperature at 100 to keep training stable."""
+SIGMOID_TEMPERATURE = 0.1
+"""SigLIP's initial temperature (its logit scale starts at log 10), with the bias at -10."""
+FINAL = "final.safetensors"
+METRICS = "metrics.jsonl"
+CONFIG = "train_config.json"
+# Options that do not change which weights a run reaches: they may differ when a run is resumed.
+_FREE_ON_RESUME = {"resume", "log_every", "checkpoint_every", "keep_checkpoints", "data.num_workers", "data.captions"}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Losses
+
+
+def sigmoid_loss(video: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """SigLIP (Zhai et al., 2023): every pair is a binary problem. video, text: ``[B, E]`` → scalar."""
+    video, text = F.normalize(video, dim=-1), F.normalize(text, dim=-1)
+    logits = logit_scale.exp() * video @ text.T + bias  # [B, B]
+    signs = 2 * torch.eye(len(logits), device=logits.device) - 1  # +1 on the diagonal, -1 elsewhere
+    return -F.logsigmoid(signs * logits).sum() / len(logits)
+
+
+class _ScaleGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, factor: float) -> torch.Tensor:
+        ctx.factor = factor
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad * ctx.factor, None
+
+
+def gather(x: torch.Tensor) -> torch.Tensor:
+    """``[b, E]`` of every process → ``[world * b, E]``, in rank order.
+
+    Only this process's rows carry gradient. Each process computes the same global loss, so the
+    gradient of its own rows is exact; DDP then averages parameter gradients over the processes, which
+    the factor ``world`` undoes, leaving the gradient of the global loss.
+    """
+    world, rank = dist.get_world_size(), dist.get_rank()
+    parts = [torch.empty_like(x) for _ in range(world)]
+    dist.all_gather(parts, x.detach().contiguous())
+    parts[rank] = _ScaleGrad.apply(x, float(world))
+    return torch.cat(parts)
+
+
+class Objective(nn.Module):
+    """The dual encoder and its loss in one module, so that DDP sees every parameter that learns."""
+
+    def __init__(self, model: DualEncoder, kind: str, bias: float, distributed: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.kind = kind
+        self.distributed = distributed
+        self.bias = nn.Parameter(torch.tensor(float(bias))) if kind == "sigmoid" else None
+
+    def forward(
+        self, video: torch.Tensor, tokens: dict[str, torch.Tensor], generator: torch.Generator
+    ) -> torch.Tensor:
+        """video: ``[B, 3, T, H, W]``; tokens from the text tower's ``tokenize`` → scalar loss."""
+        v = self.model.video(video, generator=generator).float()
+        t = self.model.text(**tokens).float()
+        if self.distributed:
+            v, t = gather(v), gather(t)
+        if self.kind == "sigmoid":
+            return sigmoid_loss(v, t, self.model.logit_scale, self.bias)
+        return contrastive_loss(v, t, self.model.logit_scale)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pieces of the recipe
+
+
+def lr_at(step: int, total: int, cfg: Any) -> float:
+    """Learning rate of optimizer step ``step`` (0-based): linear warm-up, then cosine from ``lr`` to ``min_lr``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def set_trainable(model: DualEncoder, layers: int, train_text: bool, learn_temperature: bool) -> None:
+    """Freeze everything, then let learn: the last ``layers`` video blocks (all if -1) with the video tower's
+    final norm and projection, the text tower if ``train_text``, and the temperature if asked.
+
+    Frozen bottom layers save more than their gradients: nothing below the first trainable block
+    requires grad, so autograd keeps none of their activations.
+    """
+    model.requires_grad_(False)
+    video = model.video
+    if layers < 0:
+        video.requires_grad_(True)
+    else:
+        parts = [video.ln_post, video.head, *video.blocks[len(video.blocks) - layers :]]
+        if video.attention == "factorised":
+            parts += list(video.temporal[len(video.temporal) - layers :])
+        for part in parts:
+            part.requires_grad_(True)
+    if model.text is not None and train_text:
+        model.text.requires_grad_(True)
+    model.logit_scale.requires_grad_(learn_temperature)
+
+
+def make_optimizer(objective: Objective, cfg: Any) -> tuple[torch.optim.AdamW, list[str]]:
+    """AdamW over the trainable parameters; weight decay on weight matrices only. Returns it and the
+    parameter names in optimizer order (checked when a run resumes)."""
+    decay, no_decay = [], []
+    for name, p in objective.named_parameters():
+        if not p.requires_grad:
+            continue
+        table = name.rsplit(".", 1)[-1].startswith("pos") or name.endswith(("cls", "token.weight"))
+        (decay if p.ndim >= 2 and not table else no_decay).append((name, p))
+    groups = [
+        {"params": [p for _, p in decay], "weight_decay": cfg.weight_decay},
+        {"params": [p for _, p in no_decay], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, cfg.beta2), eps=1e-6)
+    return optimizer, [n for n, _ in decay] + [n for n, _ in no_decay]
+
+
+def load_init(model: DualEncoder, path: str) -> None:
+    """Start from an earlier stage's weights; its temporal position table is resampled to this model's length."""
+    from safetensors.torch import load_file
+
+    path_ = _checkpoint_path(path)
+    tensors = load_file(str(path_))
+    own = model.state_dict()
+    key = "video.pos_time"
+    if key in tensors and key in own and tensors[key].shape[1:] == own[key].shape[1:]:
+        tensors[key] = resample_time(tensors[key], own[key].shape[0])
+    load_tensors(model, tensors, path_)
+
+
+def mask_generator(seed: int, rank: int, index: int, device: torch.device) -> torch.Generator:
+    """The generator of forward pass ``index``'s masks on process ``rank``: a pure function of its arguments."""
+    mixed = ((seed * 1_000_003 + rank) * 1_000_003 + index) % (2**63 - 1)
+    return torch.Generator(device).manual_seed(mixed)
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_same_run(saved: dict[str, Any], now: dict[str, Any], folder: Path) -> None:
+    """Refuse to resume a run with options that would change the weights it reaches."""
+    a, b = _flat(saved), _flat(now)
+    differ = sorted(k for k in set(a) | set(b) if k not in _FREE_ON_RESUME and a.get(k) != b.get(k))
+    if differ:
+        shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in differ[:4])
+        raise UsageError(
+            f"cannot resume {folder}: the config differs from the run's ({shown}); "
+            "use the same options or another name"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Processes
+
+
+@dataclass
+class Proc:
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def start_processes(device_option: str) -> Proc:
+    """This process's place in a ``torchrun`` job (or a job of one) and its device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = _device(device_option)
+    if world == 1:
+        return Proc(0, 1, device)
+    if device.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Proc(dist.get_rank(), dist.get_world_size(), device)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training
+
+
+def train(cfg: TrainConfig) -> str:
+    """Run the recipe; returns the path of ``final.safetensors`` (weights + encoder config in its metadata)."""
+    validate(cfg)
+    pairs = read_captions(cfg.data.captions)
+    proc = start_processes(cfg.model.device)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS is deterministic only with it
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return str(_train(cfg, pairs, proc))
+    finally:
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        if proc.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, pairs: list, proc: Proc) -> Path:
+    out = cfg.out_path()
+    final = out / FINAL
+    snapshot = to_dict(cfg)
+    resume_from = ckpt.latest_step(out) if out.is_dir() else None
+    if cfg.resume and (out / CONFIG).is_file():
+        check_same_run(json.loads((out / CONFIG).read_text(encoding="utf-8")), snapshot, out)
+    if final.is_file() and cfg.resume:
+        return final  # finished before
+    if not cfg.resume and (final.is_file() or resume_from is not None):
+        raise UsageError(f"{out} already holds a training run; set resume=true to continue it, or another name")
+    if not cfg.resume:
+        resume_from = None
+
+    torch.manual_seed(cfg.seed)
+    model, _ = build_model(cfg.model)
+    if cfg.stage.init_from:
+        load_init(model, cfg.stage.init_from)
+    temperature = cfg.loss.temperature or (SIGMOID_TEMPERATURE if cfg.loss.kind == "sigmoid" else None)
+    if temperature is not None:
+        with torch.no_grad():
+            model.logit_scale.fill_(math.log(1 / temperature))
+    set_trainable(model, cfg.stage.trainable_layers, cfg.stage.train_text, cfg.loss.learn_temperature)
+    objective = Objective(model, cfg.loss.kind, cfg.loss.bias, proc.world > 1).to(proc.device).train()
+    optimizer, names = make_optimizer(objective, cfg.optim)
+    extra = {"bias": objective.bias} if objective.bias is not None else {}
+    runner: nn.Module = objective
+    if proc.world > 1:
+        ids = [proc.device.index] if proc.device.type == "cuda" else None
+        runner = nn.parallel.DistributedDataParallel(objective, device_ids=ids)
+
+    schedule = Schedule(len(pairs), cfg.optim.batch_size, cfg.optim.grad_accum, cfg.seed, proc.rank, proc.world)
+    total = cfg.optim.steps or cfg.optim.epochs * schedule.steps_per_epoch
+    start, elapsed_before = 0, 0.0
+    if resume_from is not None:
+        load_checkpoint(model, ckpt.weights_path(out, resume_from))
+        meta = ckpt.load_state(ckpt.state_path(out, resume_from), optimizer, names, extra)
+        start, elapsed_before = int(meta["step"]), float(meta["elapsed"])
+
+    if proc.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / CONFIG).write_text(json.dumps(snapshot, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        _truncate_metrics(out / METRICS, start)
+    proc.barrier()
+
+    dataset = CaptionedVideos(pairs, cfg.data.sampling)
+    batches = micro_batches(dataset, schedule, start, cfg.data.num_workers)
+    use_bf16 = cfg.optim.bf16 and proc.device.type == "cuda" and torch.cuda.is_bf16_supported()
+    autocast = torch.autocast(proc.device.type, dtype=torch.bfloat16, enabled=use_bf16)
+    trainable = [p for p in objective.parameters() if p.requires_grad]
+    accum, t_frames = cfg.optim.grad_accum, cfg.model.tubelet[0]
+    clips_per_step = cfg.optim.batch_size * accum * proc.world
+
+    began = time.perf_counter()
+    window_start, window_losses = began, []
+    with _progress(proc.main, total, start, cfg.name) as (progress, task):
+        for step in range(start, total):
+            lr = lr_at(step, total, cfg.optim)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            for micro in range(accum):
+                frames, captions = next(batches)
+                video = preprocess(frames.numpy(), cfg.model.image_size, t_frames, proc.device)
+                tokens = {k: v.to(proc.device) for k, v in model.text.tokenize(captions).items()}
+                generator = mask_generator(cfg.seed, proc.rank, step * accum + micro, proc.device)
+                sync = micro == accum - 1 or proc.world == 1
+                with contextlib.nullcontext() if sync else runner.no_sync():
+                    with autocast:
+                        loss = runner(video, tokens, generator)
+                    (loss / accum).backward()
+                window_losses.append(float(loss.detach()))
+            if cfg.optim.clip_grad:
+                torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.clip_grad)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+            done = step + 1
+
+            if done % cfg.log_every == 0 or done == total:
+                now = time.perf_counter()
+                if proc.main:
+                    record = {
+                        "step": done,
+                        "loss": sum(window_losses) / len(window_losses),
+                        "lr": lr,
+                        "temperature": float(torch.exp(-model.logit_scale.detach())),
+                        "clips_per_s": clips_per_step * len(window_losses) / accum / max(now - window_start, 1e-9),
+                        "elapsed": elapsed_before + now - began,
+                    }
+                    with open(out / METRICS, "a", encoding="utf-8") as f:
+                        f.write(json.dumps(record) + "\n")
+                    progress.update(task, loss=record["loss"], lr=lr, rate=record["clips_per_s"])
+                window_start, window_losses = now, []
+            progress.update(task, completed=done)
+
+            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:
+                if proc.main:
+                    ckpt.save_weights(model, ckpt.weights_path(out, done), cfg.model)
+                    meta = {"step": done, "elapsed": elapsed_before + time.perf_counter() - began}
+                    ckpt.save_state(ckpt.state_path(out, done), optimizer, names, extra, meta)
+                    ckpt.prune(out, cfg.keep_checkpoints)
+                proc.barrier()
+
+    if proc.main:
+        ckpt.save_weights(model, final, cfg.model)
+    proc.barrier()
+    return final
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Keep the records up to ``step``: a resumed run rewrites those after its checkpoint."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+@contextlib.contextmanager
+def _progress(show: bool, total: int, start: int, name: str):
+    """A rich progress bar on rank 0 (loss, lr, clips/s); on other ranks a stand-in that shows nothing."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn(f"train {name}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  {task.fields[rate]:.1f} clips/s"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not show,
+    )
+    task = progress.add_task("train", total=total, completed=start, loss=float("nan"), lr=0.0, rate=0.0)
+    with progress:
+        yield progress, task
