@@ -15,107 +15,32 @@ both measured in this run; FLOPs are counted by torch's FlopCounterMode plus att
 from __future__ import annotations
 
 import argparse
-import json
-import resource
-import statistics
-import subprocess
-import sys
 import time
 
+from vfeval_videofirst.profile import matmul_rate, measure
 
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def build(args: dict):
-    from vfeval_videofirst.config import VideoFirstConfig
-    from vfeval_videofirst.torch.encoder import build_model
-
-    cfg = VideoFirstConfig(
-        variant=args["variant"],
-        image_size=args["size"],
-        num_frames=args["frames"],
-        init="none",
-        text="none",
-        mask="random",
-        mask_ratio=args.get("ratio", 0.0),
-        embed_dim=512,
-        device="cpu",
-    )
-    return cfg, build_model(cfg)[0].video
-
-
-def attention_flops(model, seq_len: int, batch: int) -> int:
-    """QK^T and AV of every joint layer: 2 matmuls of L x L x D, 2 FLOPs per multiply-add."""
-    width = model.pos_space.shape[1]
-    return batch * len(model.blocks) * 4 * seq_len * seq_len * width
-
-
-def worker(args: dict) -> dict:
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-    from vfeval_videofirst.torch.model import contrastive_loss
-
-    torch.manual_seed(0)
-    cfg, model = build(args)
-    video = torch.randn(args["batch"], 3, args["frames"], args["size"], args["size"])
-    generator = torch.Generator().manual_seed(0)
-    times = []
-    if args["kind"] == "train":
-        model.train()
-        if args.get("freeze"):  # only the last `freeze` blocks and the head learn
-            for p in model.parameters():
-                p.requires_grad_(False)
-            for module in [*model.blocks[-args["freeze"] :], model.ln_post, model.head]:
-                for p in module.parameters():
-                    p.requires_grad_(True)
-        text = torch.nn.functional.normalize(torch.randn(args["batch"], 512), dim=-1)
-        scale = torch.tensor(2.0)
-        base = peak_rss_mib()
-        for _ in range(args["steps"] + 1):  # the first step warms up and is not timed
-            start = time.perf_counter()
-            loss = contrastive_loss(model(video, generator=generator), text, scale)
-            loss.backward()
-            model.zero_grad(set_to_none=True)
-            times.append(time.perf_counter() - start)
-        tokens = model.tokens(video, generator=generator)[0].shape[1]
-    else:
-        model.eval()
-        base = peak_rss_mib()
-        with torch.inference_mode():
-            for _ in range(args["steps"] + 1):
-                start = time.perf_counter()
-                model(video)
-                times.append(time.perf_counter() - start)
-            tokens = model.tokens(video)[0].shape[1]
-    result = {"peak_mib": peak_rss_mib() - base, "step_s": statistics.median(times[1:]), "tokens": tokens}
-    if args.get("flops"):
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model.eval()(video)
-        result["fwd_flops"] = counter.get_total_flops() + attention_flops(model, tokens, args["batch"])
-    return result
-
-
-def matmul_rate(n: int = 2048, reps: int = 10) -> float:
-    """fp32 FLOP/s of a square matmul, with torch's default thread count."""
-    import torch
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(2):
-        a @ b
-    start = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - start)
+# The configuration every row shares: random weights, no text tower, 512-d embeddings, random masks.
+OPTIONS = {"init": "none", "text": "none", "mask": "random", "embed_dim": 512, "device": "cpu"}
 
 
 def run(args: dict) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--worker", json.dumps(args)], capture_output=True, text=True
+    """One measurement in a fresh process (``vfeval_videofirst.profile.measure``), without optimizer state."""
+    options = {**OPTIONS, "variant": args["variant"], "image_size": args["size"], "num_frames": args["frames"]}
+    return measure(
+        {
+            "encoder": "videofirst",
+            "options": options,
+            "kind": args["kind"],
+            "frames": args["frames"],
+            "mask_ratio": args.get("ratio", 0.0),
+            "trainable_layers": args.get("freeze") or -1,
+            "batch": args["batch"],
+            "steps": args["steps"],
+            "optimizer": False,
+            "flops": args.get("flops", False),
+            "device": "cpu",
+        }
     )
-    if out.returncode:
-        raise SystemExit(f"worker {args} failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -125,11 +50,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up step")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
     ns = parser.parse_args()
-    if ns.worker:
-        print(json.dumps(worker(json.loads(ns.worker))))
-        return
 
     base = dict(variant=ns.variant, size=ns.size, frames=ns.frames, batch=ns.batch, steps=ns.steps)
     started = time.perf_counter()

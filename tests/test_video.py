@@ -260,3 +260,56 @@ def test_importing_the_reader_does_not_import_torch() -> None:
     code = "import sys, vfeval.video; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --- dropped frames, threads, failure reasons ---------------------------------------------------------
+
+
+def test_a_frame_held_for_long_is_found_even_where_the_decoder_drops_unreferenced_frames(tmp_path: Path) -> None:
+    """Frames well before a wanted time may be dropped (``skip_frame=NONREF``); a frame still on screen at
+    that time, two seconds after its timestamp, must not be one of them."""
+    gaps = np.where(np.random.default_rng(3).random(199) < 0.05, 2.0, 1 / 30)
+    pts = np.round(np.concatenate([[0.0], np.cumsum(gaps)]), 3)
+    path = write_vfr_video(tmp_path / "holds.mkv", index_frames(200), pts, gop=30)
+    held = [i for i in range(199) if gaps[i] == 2.0]
+    assert held
+    for i in held:
+        (clip,) = read_window(window(path, pts[i] + 0.6, pts[i] + 1.9), raw(num_frames=2))
+        assert indices(clip.frames) == [i, i]
+    for sampling in (raw("fps", fps=4, max_frames=1000), raw(num_frames=20)):
+        (clip,) = read_window(window(path), sampling)
+        wanted = frame_times(0.0, probe(path).duration, sampling)
+        assert indices(clip.frames) == shown_at(wanted, pts)
+
+
+def test_decoding_threads_do_not_change_the_frames(videos: dict[str, Path]) -> None:
+    for kind in ("mp4", "vfr"):
+        for sampling in (raw(num_frames=9), raw("fps", fps=2)):
+            one = read_window(window(videos[kind], 1.0, 15.0), sampling, threads=1)
+            auto = read_window(window(videos[kind], 1.0, 15.0), sampling, threads=0)
+            two = read_all_frames_then_pick(window(videos[kind], 1.0, 15.0), sampling, threads=2)
+            for a, b, c in zip(one, auto, two, strict=True):
+                assert np.array_equal(a.frames, b.frames) and np.array_equal(a.frames, c.frames)
+
+
+def test_every_failure_reason_starts_with_a_short_slug(videos: dict[str, Path], tmp_path: Path) -> None:
+    """Runs count failed samples by the text before the first colon, so each reason has a stable slug."""
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "junk.mp4").write_bytes(np.random.default_rng(0).bytes(4096))
+    data = videos["mkv"].read_bytes()
+    (tmp_path / "half.mkv").write_bytes(data[: len(data) // 2])
+    assert b"V_MPEG4/ISO/AVC" in data  # the Matroska codec id, renamed to one no FFmpeg knows
+    (tmp_path / "alien.mkv").write_bytes(data.replace(b"V_MPEG4/ISO/AVC", b"V_XXXXX/ISO/ZZZ"))
+    cases = {
+        window(tmp_path / "missing.mp4"): "missing",
+        window(tmp_path): "missing",  # a folder
+        window(tmp_path / "empty.mp4"): "empty",
+        window(tmp_path / "junk.mp4"): "corrupt",
+        window(tmp_path / "half.mkv"): "truncated",
+        window(tmp_path / "alien.mkv"): "unsupported-codec",
+        window(videos["mp4"], 30.0, 40.0): "outside",
+    }
+    for win, slug in cases.items():
+        for read in (read_window, read_all_frames_then_pick):
+            with pytest.raises(DataError, match=f"^{slug}: "):
+                read(win, raw(num_frames=4))

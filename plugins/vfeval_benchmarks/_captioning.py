@@ -7,11 +7,11 @@ pycocoevalcap's (through ``vfeval.metrics.captioning``), x100, with 95% bootstra
 - micro (the metric names as they are): corpus scores over every scored item, all references used;
 - macro (``macro_`` + name), when asked for: the mean over groups (videos) of each group's own corpus score,
   as YouCook2's dense-captioning evaluation averages per video. BLEU-n and CIDEr are recomputed on each
-  video's items with pycocoevalcap's scorers (CIDEr's IDF then comes from that video's references, so a
-  video with one scored clip gets 0, as there); ROUGE-L's corpus score is the mean of its items, so the
-  video's score is the mean of its clips. METEOR's corpus score needs a METEOR run per video (several
-  seconds of Java each), so its per-video score is the mean of the video's per-clip METEOR scores, which is
-  close to but not the same as METEOR's own corpus score; the result notes say so.
+  video's items with pycocoevalcap's scorers on the tokens the micro scores used (CIDEr's IDF then comes
+  from that video's references, so a video with one scored clip gets 0, as there); ROUGE-L's corpus score is
+  the mean of its items, so a video's is the mean of its clips. METEOR has no macro score: its corpus score
+  of a video needs a METEOR run of its own (several seconds of Java per video, about an hour for YouCook2's
+  457 validation videos), and the mean of per-clip METEOR would be a different number under the same name.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from vfeval.task import Metric, SampleResult, Scores
 
 HEADLINE = "CIDEr"
 MACRO_NOTE = (
-    "macro: mean over videos of each video's corpus score (BLEU-n and CIDEr recomputed on the video's clips, "
-    "ROUGE-L the mean of its clips; METEOR is the mean of its clips' METEOR, not METEOR's corpus score)"
+    "macro_*: mean over videos of each video's own corpus score (BLEU-n and CIDEr recomputed on the video's "
+    "clips, ROUGE-L the mean of its clips); METEOR is reported micro only"
 )
 
 
@@ -53,8 +53,9 @@ def score(
     groups = {r.sample.id: r.sample.group or r.sample.id for r in ok}
     out = dict(capmetrics.caption_scores_with_ci(references, predictions, groups, metrics=metrics, seed=seed))
     n_groups = len(set(groups.values()))
-    notes = [f"{len(ok)} {unit}s from {n_groups} videos scored against all their references "
-             "(pycocoevalcap scorers, x100; 95% CIs resample videos)"]
+    source = "" if n_groups == len(ok) else f" from {n_groups} videos"
+    notes = [f"{len(ok)} {unit}s{source} scored against all their references (pycocoevalcap scorers, x100; "
+             "95% CIs resample videos)"]
     if macro:
         out.update(_macro(references, predictions, groups, metrics, seed))
         notes.append(MACRO_NOTE)
@@ -67,6 +68,7 @@ def _macro(references: dict[str, list[str]], predictions: dict[str, str], groups
     from pycocoevalcap.bleu.bleu_scorer import BleuScorer
     from pycocoevalcap.cider.cider import Cider
 
+    metrics = [name for name in metrics if name != "METEOR"]
     detailed = capmetrics.caption_scores_detailed(references, predictions, metrics=metrics)
     rows_of: dict[str, list[int]] = {}
     for i, item in enumerate(detailed.ids):
@@ -86,7 +88,7 @@ def _macro(references: dict[str, list[str]], predictions: dict[str, str], groups
                 value = 100.0 * float(bleu[int(name[-1]) - 1])
             elif name == "CIDEr":
                 value = 100.0 * float(Cider().compute_score(gts, res)[0])
-            else:  # ROUGE-L (exact) and METEOR (mean of items): means of per-item scores
+            else:  # ROUGE-L: the corpus score is the mean of the items'
                 value = float(np.mean(detailed.per_sample[name][rows]))
             per_group[name].append(value)
     out = {}

@@ -51,7 +51,7 @@ def read_json(path: Path) -> Any:
 def read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
     """The rows of a CSV file with a header holding at least the ``required`` columns (extra ones are kept)."""
     try:
-        with open(path, encoding="utf-8", newline="") as f:
+        with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: a byte-order mark is not a column
             reader = csv.DictReader(f)
             header = list(reader.fieldnames or [])
             lacking = [c for c in required if c not in header]

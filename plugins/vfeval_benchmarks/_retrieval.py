@@ -72,9 +72,10 @@ def score(results: list[SampleResult], seed: int, unit: str, v2t: str | None = N
         f"t2v_{name}": m for name, m in retrieval.retrieval_metrics_with_ci(t2v, groups, seed=seed).items()
     }
     n_sources = len(set(groups))
+    source = "" if n_sources == len(video_rows) else f" from {n_sources} videos"
     notes = [
-        f"{len(ok)} captions scored against {len(video_rows)} candidate {unit}s from {n_sources} videos; "
-        "0-based ranks with ties counted against the model; R@K in percent, MdR and MnR 1-based",
+        f"{len(ok)} captions scored against {len(video_rows)} candidate {unit}s{source}; 0-based ranks with "
+        "ties counted against the model; R@K in percent, MdR and MnR 1-based",
     ]
     if v2t is not None:
         ranks = retrieval.video_to_text(sim, column, among=v2t)

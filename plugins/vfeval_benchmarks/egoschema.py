@@ -10,7 +10,9 @@ Splits:
 
 - ``subset``: the 500 questions with public answers, scored offline (accuracy in percent, chance is 20%).
 - ``full``: all questions. Their answers are withheld, so this split is never scored here: the task writes
-  ``submission.json`` (``{q_uid: int}``) for the organisers' grader instead.
+  ``submission.json`` (``{q_uid: int}``, checked by ``check_submission``) for the organisers' grader instead.
+  If ``subset_answers.json`` is present too, the full split's predictions on those questions are scored
+  offline as the extra metric ``subset_accuracy`` (the full-set score still comes only from the grader).
 
 Both splits write ``submission.json``. Subset and full numbers differ a lot in the literature, so the split is
 part of the protocol of every result.
@@ -55,7 +57,7 @@ class EgoSchemaConfig(TaskConfig):
     split: str = "subset"
     questions: str = "questions.json"
     answers: str = "subset_answers.json"
-    """Public answers of the subset split; not read for the full split."""
+    """Public answers of the subset split; read by the full split when present, for ``subset_accuracy``."""
     videos: str = "videos"
     video_ext: str = "mp4"
 
@@ -144,7 +146,9 @@ class EgoSchemaTask(Task):
                 )
             # Keep the order of questions.json so samples (and their ids in logs) come out the same every run.
             return [self._sample(q, answers[q["q_uid"]]) for q in questions if q["q_uid"] in answers]
-        return [self._sample(q, None) for q in questions]
+        # Full split: the public answers, when present, let the subset's questions be scored offline.
+        answers = read_answers(self.answers_path) if self.answers_path.is_file() else {}
+        return [self._sample(q, answers.get(q["q_uid"])) for q in questions]
 
     def _sample(self, entry: dict[str, str], target: int | None) -> Sample:
         q_uid = entry["q_uid"]
@@ -191,7 +195,7 @@ class EgoSchemaTask(Task):
         n_failed = len(results) - len(scored)
         notes = [f"{n_failed} of {len(results)} samples failed and are not scored"] if n_failed else []
         if self.split == "full":
-            return Scores(scored=False, notes=[GRADER_NOTE, *self._coverage_notes(len(scored)), *notes])
+            return self._score_full(results, scored, notes, seed)
         if not scored:
             return Scores(scored=False, headline="accuracy", notes=["no sample could be scored", *notes])
 
@@ -219,8 +223,31 @@ class EgoSchemaTask(Task):
             notes=notes,
         )
 
-    def _coverage_notes(self, n_answered: int) -> list[str]:
-        total = self._num_questions
+    def _score_full(self, results: list[SampleResult], scored: list[tuple[SampleResult, int, bool | None]],
+                    notes: list[str], seed: int) -> Scores:
+        """Not scored: the grader's note, the submission's coverage and checks, and ``subset_accuracy`` (the
+        predictions on the questions whose answers are public) when the samples carry those answers."""
+        submission = {r.sample.id: prediction for r, prediction, _ in scored}
+        problems = check_submission(submission, [r.sample.id for r in results])
+        checked = (f"submission.json checked: {len(submission)} answers, each an integer 0..{NUM_OPTIONS - 1} "
+                   "for a q_uid of questions.json" if not problems
+                   else "the grader would reject submission.json: " + "; ".join(problems))
+        metrics = {}
+        known = [(r, c) for r, _, c in scored if c is not None]
+        if known:
+            correct = np.array([100.0 * bool(c) for _, c in known])
+            mean, low, high = bootstrap.mean_ci(correct, [r.sample.group or r.sample.id for r, _ in known],
+                                                seed=seed)
+            metrics["subset_accuracy"] = Metric(mean, low, high, n=len(known))
+            notes = [f"subset_accuracy: offline accuracy on the {len(known)} questions with public answers "
+                     f"({self.config.answers}), from the full split's predictions; not the full-set score",
+                     *notes]
+        total = self._num_questions if self._num_questions is not None else len(results)
+        return Scores(metrics=metrics, scored=False,
+                      notes=[GRADER_NOTE, *self._coverage_notes(len(scored), total), checked, *notes])
+
+    def _coverage_notes(self, n_answered: int, total: int | None = None) -> list[str]:
+        total = self._num_questions if total is None else total
         notes = []
         if total is not None and total != FULL_SET_SIZE:
             notes.append(f"questions.json holds {total} questions; the official file has {FULL_SET_SIZE}")
@@ -236,6 +263,9 @@ class EgoSchemaTask(Task):
     def write_outputs(self, results: list[SampleResult], run_dir: Path) -> dict[str, str]:
         """``submission.json``: ``{q_uid: predicted index}`` of every sample that did not fail."""
         submission = {r.sample.id: prediction for r, prediction, _ in self._predictions(results)}
+        problems = _invalid_answers(submission, [r.sample.id for r in results])
+        if problems:  # predictions come from predict(), so this is a bug, never something to send the grader
+            raise ValueError(f"egoschema submission is invalid: {'; '.join(problems)}")
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         path = run_dir / "submission.json"
@@ -301,6 +331,32 @@ def read_answers(path: Path) -> dict[str, int]:
                 f"{path}: answer of {q_uid!r} must be an integer 0..{NUM_OPTIONS - 1}, not {answer!r}"
             )
     return data
+
+
+def check_submission(submission: dict[str, Any], q_uids: list[str]) -> list[str]:
+    """What the grader would reject in ``submission`` (``{q_uid: answer}``) for the questions ``q_uids``.
+
+    Every answer must be an integer 0..4 (not a bool) for a q_uid of questions.json; when questions.json is
+    the official file (5031 questions) every one of them needs an answer. Returns the problems, [] if none.
+    """
+    problems = _invalid_answers(submission, q_uids)
+    if len(set(q_uids)) == FULL_SET_SIZE and len(submission) != FULL_SET_SIZE:
+        problems.append(f"it answers {len(submission)} of the official {FULL_SET_SIZE} questions")
+    return problems
+
+
+def _invalid_answers(submission: dict[str, Any], q_uids: list[str]) -> list[str]:
+    problems = []
+    bad = [(u, a) for u, a in submission.items()
+           if isinstance(a, bool) or not isinstance(a, int | np.integer) or not 0 <= a < NUM_OPTIONS]
+    if bad:
+        problems.append(f"{len(bad)} answers are not integers 0..{NUM_OPTIONS - 1} (first: {bad[0][0]}: "
+                        f"{bad[0][1]!r})")
+    known = set(q_uids)
+    unknown = [u for u in submission if u not in known]
+    if unknown:
+        problems.append(f"{len(unknown)} q_uids are not in questions.json (first: {unknown[0]})")
+    return problems
 
 
 def make_task(config: EgoSchemaConfig) -> EgoSchemaTask:

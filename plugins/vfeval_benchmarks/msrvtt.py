@@ -110,7 +110,7 @@ class Annotations:
     """What the MSR-VTT json files say, merged: per video its category and split, and its captions."""
 
     videos: dict[str, dict[str, Any]]
-    """``video_id -> {"category": int, "split": str}`` in file order."""
+    """``video_id -> {"category": int or None, "split": str}`` in file order."""
     captions: dict[str, list[tuple[int, str]]]
     """``video_id -> [(sen_id, caption), ...]`` in file order."""
 
@@ -132,17 +132,17 @@ def read_videodatainfo(path: Path) -> Annotations:
     for i, v in enumerate(data["videos"]):
         if not isinstance(v, dict):
             raise UsageError(f"{path}: videos[{i}] must be an object with video_id, category and split")
-        for key, ok in (("video_id", lambda x: isinstance(x, str) and x), ("category", _is_int),
-                        ("split", lambda x: x in SPLITS)):
-            if key not in v:
+        for key, ok in (("video_id", lambda x: isinstance(x, str) and x), ("split", lambda x: x in SPLITS),
+                        ("category", lambda x: x is None or _is_int(x))):
+            if key not in v and key != "category":  # only the category probe needs categories
                 raise UsageError(f"{path}: videos[{i}] has no key {key!r}")
-            if not ok(v[key]):
+            if not ok(v.get(key)):
                 expected = {"video_id": "a non-empty string", "category": "an integer",
                             "split": "one of " + ", ".join(SPLITS)}[key]
                 raise UsageError(f"{path}: videos[{i}] key {key!r} must be {expected}, not {v[key]!r}")
         if v["video_id"] in videos:
             raise UsageError(f"{path}: videos[{i}] repeats video_id {v['video_id']}")
-        videos[v["video_id"]] = {"category": v["category"], "split": v["split"]}
+        videos[v["video_id"]] = {"category": v.get("category"), "split": v["split"]}
     captions: dict[str, list[tuple[int, str]]] = {}
     for i, s in enumerate(data["sentences"]):
         if not isinstance(s, dict) or not isinstance(s.get("video_id"), str) \
@@ -343,10 +343,10 @@ class MSRVTTCategoryTask(_MSRVTTTask):
         else:
             ann = self.annotations(set(SPLITS))
             train_ids, test_ids = ann.split("train"), ann.split("test")
-        unknown = [v for v in (*train_ids, *test_ids) if v not in ann.videos]
+        unknown = [v for v in (*train_ids, *test_ids) if ann.videos.get(v, {}).get("category") is None]
         if unknown:
-            raise UsageError(f"{len(unknown)} listed videos (first: {unknown[0]}) are not in the MSR-VTT json "
-                             f"files under {self.root}; the category probe needs their 'category'")
+            raise UsageError(f"{len(unknown)} videos (first: {unknown[0]}) have no 'category' in the MSR-VTT json "
+                             f"files under {self.root}; the category probe needs one for every video it uses")
         cap = self.config.max_train_videos
         if cap is not None and cap < len(train_ids):
             keep = np.sort(np.random.default_rng(0).permutation(len(train_ids))[:cap])

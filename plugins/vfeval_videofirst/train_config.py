@@ -30,6 +30,8 @@ class DataConfig:
     """Which frames of each video (or of its ``[start, end)`` window) a training clip holds."""
     num_workers: int = 0
     """DataLoader processes decoding videos (0: in the training process)."""
+    cache: bool = False
+    """Keep decoded clips in memory after the first epoch (small data sets: T x H x W x 3 bytes per pair)."""
 
 
 @dataclass

@@ -136,8 +136,8 @@ class _Worker:
             try:
                 self.process = subprocess.Popen(
                     [sys.executable, "-c", code, str(theirs.fileno()), str(os.getpid())],
-                    pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=env,
-                )
+                    pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=2, env=env,
+                )  # stdout to our stderr: the caller's stdout may be machine-read
             finally:
                 theirs.close()
         else:
@@ -150,7 +150,10 @@ class _Worker:
         self.ready = False
         self.ready_by = time.monotonic() + ready_within
         self.job: _Running | None = None
-        self.conn.send(init)
+        try:
+            self.conn.send(init)
+        except OSError:  # it died at once: the closed connection shows it, and it is replaced
+            pass
 
     def deadline(self) -> float | None:
         return self.job.deadline if self.job is not None else None if self.ready else self.ready_by
@@ -164,18 +167,20 @@ class _Worker:
             return "it stopped answering"
         return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
 
-    def stop(self, kill: bool) -> None:
-        """Kill (or, for a thread, abandon) the worker; else ask it to exit, and kill it if it does not."""
-        if not kill:
-            try:
-                self.conn.send(None)
-            except (OSError, ValueError):
-                pass
-        self.conn.close()
-        if self.process is None:
+    def stop(self, kill: bool, wait: bool = True) -> None:
+        """Kill (or, for a thread, abandon) the worker; else ask it to exit, and kill it if it does not.
+        ``wait=False`` only signals: call ``stop`` again to wait (several workers stop at once that way)."""
+        if not self.conn.closed:
+            if not kill:
+                try:
+                    self.conn.send(None)
+                except (OSError, ValueError):
+                    pass
+            self.conn.close()
+            if kill and self.process is not None:
+                self.process.kill()
+        if self.process is None or not wait:
             return
-        if kill:
-            self.process.kill()
         try:
             self.process.wait(timeout=_STOP_WAIT)
         except subprocess.TimeoutExpired:
@@ -234,7 +239,9 @@ class WorkerPool:
             busy = worker.job is not None
             if worker.job is not None and not worker.job.future.done():
                 worker.job.future.set_exception(DataError("cancelled: the run stopped"))
-            worker.stop(kill=busy)
+            worker.stop(kill=busy, wait=False)
+        for worker in self._workers:
+            worker.stop(kill=False)
         self._workers = []
         self._wake_r.close()
         self._wake_w.close()

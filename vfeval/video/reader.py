@@ -38,14 +38,18 @@ from vfeval.video.types import Clip, VideoInfo
 SEEK_GAP = 1.0
 """Seconds: a wanted time closer than this to the decode position is reached by decoding forward."""
 END_SLACK = 2.0
-"""Seconds (or two frame intervals if longer) that the last frame may be held before the stream is
-considered cut short: a file whose header promises more than it holds raises ``DataError``."""
+END_SLACK_SHARE = 0.1
+"""The last frame may be held this long (seconds, or this share of a shorter video, or two frame intervals if
+longer) before the stream is considered cut short: a file whose header promises more than it holds raises
+``DataError("truncated: ...")``."""
 SKIP_MARGIN = 0.25
 """Seconds (or three frame intervals if longer) before a wanted time from which every frame is decoded; frames
 further back that no other frame refers to (most B-frames) are skipped by the decoder."""
 _TIME_SLACK = 1e-6  # a frame at t + 1 µs still counts as shown at t: float rounding of t is not a choice
 
-_TIMELESS = "no-timestamps: no frame timestamps (a raw stream? remux it into a container: ffmpeg -i IN -c copy OUT.mp4)"
+_TIMELESS = (
+    "no-timestamps: no frame timestamps (a raw stream? remux it into a container: ffmpeg -i IN -c copy OUT.mp4)"
+)
 
 Container = av.container.InputContainer
 Stream = av.video.stream.VideoStream
@@ -155,6 +159,14 @@ class _Converter:
         return np.ascontiguousarray(rgb)
 
 
+class _NoFrames(Exception):
+    """Not one frame of the stream decodes."""
+
+
+class _Unseekable(Exception):
+    """The demuxer cannot seek in this file (a Matroska file cut before its index, a stream)."""
+
+
 class _Cursor:
     """Walks forward through a stream and gives the frame shown at each of a non-decreasing run of times.
 
@@ -199,7 +211,7 @@ class _Cursor:
             self._show(t)
         frame = self.ahead if self.shown is None else self.shown  # before the first frame: the first frame
         if frame is None:
-            raise DataError("no-frames: the video has no decodable frames")
+            raise _NoFrames
         return frame
 
     def _show(self, t: float) -> None:
@@ -245,7 +257,10 @@ class _Cursor:
         while True:
             when = max(t - back, -1.0)  # a negative time rewinds to the first frame
             offset = (self.stream.start_time or 0) + math.floor(when / self.stream.time_base)
-            self.container.seek(offset, stream=self.stream, backward=True, any_frame=False)
+            try:
+                self.container.seek(offset, stream=self.stream, backward=True, any_frame=False)
+            except av.error.FFmpegError as exc:
+                raise _Unseekable(str(exc)) from exc
             self.frames, self.shown, self.key_time = self._decode(), None, None
             self.dropped_to = -math.inf
             self._advance()
@@ -283,7 +298,7 @@ def _pick_decoding_all(
             i += 1
         previous = frame
     if previous is None:
-        raise DataError("no-frames: the video has no decodable frames")
+        raise _NoFrames
     last = (_seconds(previous, stream), convert(previous))
     return picked + [last] * (len(times) - i), last[0]
 
@@ -314,9 +329,15 @@ def _read(
         wanted = [frame_times(s, e, sampling) for s, e in bounds]
         times = np.concatenate(wanted)
         order = np.argsort(times, kind="stable")
-        picked, ended_at = pick(container, stream, times[order], _Converter(sampling, stream))
+        try:
+            picked, ended_at = pick(container, stream, times[order], _Converter(sampling, stream))
+        except _NoFrames:
+            raise DataError(
+                f"truncated: no frame of {window.path} decodes but its header says {duration:.3f} s: "
+                "truncated or corrupt"
+            ) from None
         rate = stream.average_rate or stream.guessed_rate
-        slack = max(END_SLACK, 2 / float(rate)) if rate else END_SLACK
+        slack = max(min(END_SLACK, END_SLACK_SHARE * duration), 2 / float(rate) if rate else 0.0)
         if ended_at is not None and times.max() - ended_at > slack:
             raise DataError(
                 f"truncated: {window.path} stops at {ended_at:.3f} s but its header says {duration:.3f} s "
@@ -339,7 +360,10 @@ def read_window(window: VideoWindow, sampling: SamplingConfig, threads: int = 0)
     a missing, empty, corrupt or truncated file, a file without video or with a codec this FFmpeg cannot
     decode, or a window that starts outside it; ``UsageError`` for sampling settings that cannot work.
     """
-    return _read(window, sampling, _pick_seeking, threads)
+    try:
+        return _read(window, sampling, _pick_seeking, threads)
+    except _Unseekable:  # the same frames, found by decoding from the start
+        return _read(window, sampling, _pick_decoding_all, threads)
 
 
 def read_all_frames_then_pick(window: VideoWindow, sampling: SamplingConfig, threads: int = 0) -> list[Clip]:

@@ -85,22 +85,31 @@ def read_captions(path: str | Path) -> list[Pair]:
 
 
 class CaptionedVideos(Dataset):
-    """Item i: ``(uint8 [T, H, W, 3] frames of pair i's window, its caption)``."""
+    """Item i: ``(uint8 [T, H, W, 3] frames of pair i's window, its caption)``.
 
-    def __init__(self, pairs: list[Pair], sampling: SamplingConfig) -> None:
+    With ``cache`` each process keeps the clips it decoded, so later epochs decode nothing: for data
+    small enough to hold in memory (``T x H x W x 3`` bytes per pair, per decoding process).
+    """
+
+    def __init__(self, pairs: list[Pair], sampling: SamplingConfig, cache: bool = False) -> None:
         self.pairs = pairs
         self.sampling = sampling
+        self.cache: dict[int, np.ndarray] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, str]:
         pair = self.pairs[i]
+        if self.cache is not None and i in self.cache:
+            return self.cache[i], pair.caption
         try:
             (clip,) = read_window(VideoWindow(str(i), pair.video, pair.start, pair.end), self.sampling)
         except DataError as exc:
             # A training run cannot score around a bad video the way an evaluation does: stop and say which.
             raise UsageError(f"training video {pair.video} cannot be read: {exc}") from exc
+        if self.cache is not None:
+            self.cache[i] = clip.frames
         return clip.frames, pair.caption
 
 
@@ -151,17 +160,21 @@ class Schedule:
 def micro_batches(
     dataset: CaptionedVideos, schedule: Schedule, start_step: int, num_workers: int
 ) -> Iterator[tuple[torch.Tensor, list[str]]]:
-    """Endless micro-batches from optimizer step ``start_step`` on, decoded by ``num_workers`` processes."""
-    epoch, skip = divmod(start_step, schedule.steps_per_epoch)
-    skip *= schedule.grad_accum
-    while True:
-        batches = schedule.epoch_batches(epoch)[skip:]
-        loader = DataLoader(
-            dataset,
-            batch_sampler=batches,
-            num_workers=num_workers,
-            collate_fn=collate,
-            pin_memory=torch.cuda.is_available(),
-        )
-        yield from loader
-        epoch, skip = epoch + 1, 0
+    """Endless micro-batches from optimizer step ``start_step`` on, decoded by ``num_workers`` processes
+    (the same ones for the whole run, so a decoded-clip cache lasts)."""
+
+    def order() -> Iterator[list[int]]:
+        epoch, skip = divmod(start_step, schedule.steps_per_epoch)
+        skip *= schedule.grad_accum
+        while True:
+            yield from schedule.epoch_batches(epoch)[skip:]
+            epoch, skip = epoch + 1, 0
+
+    loader = DataLoader(
+        dataset,
+        batch_sampler=order(),
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=torch.cuda.is_available(),
+    )
+    yield from loader

@@ -58,7 +58,7 @@ FINAL = "final.safetensors"
 METRICS = "metrics.jsonl"
 CONFIG = "train_config.json"
 # Options that do not change which weights a run reaches: they may differ when a run is resumed.
-_FREE_ON_RESUME = {"resume", "log_every", "checkpoint_every", "keep_checkpoints", "data.num_workers", "data.captions"}
+_FREE_ON_RESUME = {"resume", "log_every", "checkpoint_every", "keep_checkpoints", "data.num_workers", "data.cache", "data.captions"}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -313,7 +313,7 @@ def _train(cfg: TrainConfig, pairs: list, proc: Proc) -> Path:
         _truncate_metrics(out / METRICS, start)
     proc.barrier()
 
-    dataset = CaptionedVideos(pairs, cfg.data.sampling)
+    dataset = CaptionedVideos(pairs, cfg.data.sampling, cfg.data.cache)
     batches = micro_batches(dataset, schedule, start, cfg.data.num_workers)
     use_bf16 = cfg.optim.bf16 and proc.device.type == "cuda" and torch.cuda.is_bf16_supported()
     autocast = torch.autocast(proc.device.type, dtype=torch.bfloat16, enabled=use_bf16)
