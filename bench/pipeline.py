@@ -3,8 +3,9 @@
     python bench/pipeline.py [--dir DIR] [--videos 32] [--modes process thread inline] [--memory-videos 500]
 
 Throughput: an EgoSchema-format dataset of ``--videos`` H.264 videos (20 s, 30 fps, 256-pixel short side,
-2 s between keyframes, a coloured square moving over a panning texture), 16 uniform frames at 224x224, and
-the ``pixel`` encoder. For each ``run.decode`` mode it times decoding every window alone (through the same
+2 s between keyframes, a coloured square moving over a panning texture), 16 uniform frames at each of
+``--sizes`` (224 makes the encoder the slower stage, 112 about as fast as decoding), and the ``pixel``
+encoder. For each ``run.decode`` mode it times decoding every window alone (through the same
 pool), encoding the decoded clips alone, and the whole run (``vfeval.runner.run``, fresh cache). The run is
 as fast as the slower stage when decoding and encoding overlap perfectly: ``overlap`` is the slower stage's
 time over the run's time (1.0 is perfect; one after the other would score about
@@ -67,7 +68,7 @@ def overrides(root: Path, out: Path, mode: str, *extra: str) -> list[str]:
     ]
 
 
-def throughput(root: Path, modes: list[str], work: Path) -> None:
+def throughput(root: Path, modes: list[str], size: int, work: Path) -> None:
     from vfeval.config import load_run_config
     from vfeval.pipeline import Pipeline
     from vfeval.plugins import get_plugin_manager
@@ -76,13 +77,14 @@ def throughput(root: Path, modes: list[str], work: Path) -> None:
 
     host = get_plugin_manager()
     n = len(json.loads((root / "questions.json").read_text()))
-    header = (f"{'decode':<8} {'workers':>7} {'videos':>6} {'decode s':>8} {'encode s':>8} {'run s':>7} "
-              f"{'videos/s':>8} {'overlap':>7}")
+    header = (f"{'decode':<8} {'workers':>7} {'frames':>7} {'videos':>6} {'decode s':>8} {'encode s':>8} "
+              f"{'run s':>7} {'videos/s':>8} {'overlap':>7}")
     print(header)
     print("-" * len(header))
     for mode in modes:
-        out = work / mode
-        cfg = load_run_config(None, overrides(root, out, mode, f"output.name={mode}"), host.registry)
+        out = work / f"{mode}-{size}"
+        extra = (f"output.name={mode}", f"pipeline.sampling.size={size}", f"pipeline.sampling.crop={size}")
+        cfg = load_run_config(None, overrides(root, out, mode, *extra), host.registry)
         pipeline = Pipeline.from_config(cfg.pipeline, host.registry, cfg.run.seed)
         task = host.registry.get("tasks", "egoschema").load()(cfg.task)
         windows = [s.video for s in task.load()]
@@ -105,20 +107,40 @@ def throughput(root: Path, modes: list[str], work: Path) -> None:
         run_s = time.perf_counter() - t0
         assert result["task"]["n_failed"] == 0, result["failures"]
         slower = max(decode_s, encode_s)
-        print(f"{mode:<8} {chosen.workers:>7} {n:>6} {decode_s:>8.2f} {encode_s:>8.2f} {run_s:>7.2f} "
-              f"{n / run_s:>8.2f} {slower / run_s:>7.2f}")
+        print(f"{mode:<8} {chosen.workers:>7} {f'16x{size}':>7} {n:>6} {decode_s:>8.2f} {encode_s:>8.2f} "
+              f"{run_s:>7.2f} {n / run_s:>8.2f} {slower / run_s:>7.2f}")
 
 
+# Peak RSS from /proc (VmHWM): getrusage's ru_maxrss survives exec, so a child would report its parent's peak.
 MEASURE = """
-import json, resource, sys
+import json, os, sys, threading, time
+from pathlib import Path
+
+def hwm_kb(pid="self"):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+workers, done = {}, threading.Event()
+def watch():  # the decoding workers' peaks, sampled while they live
+    while not done.wait(0.05):
+        for child in Path("/proc").glob("[0-9]*"):
+            try:
+                if child.name != str(os.getpid()) and b"vfeval.video.worker" in (child / "cmdline").read_bytes():
+                    workers[child.name] = max(workers.get(child.name, 0), hwm_kb(child.name))
+            except OSError:
+                pass
+threading.Thread(target=watch, daemon=True).start()
+
 from vfeval.config import load_run_config
 from vfeval.plugins import get_plugin_manager
 from vfeval.runner import run
 host = get_plugin_manager()
 res = run(load_run_config(None, json.loads(sys.argv[1]), host.registry), host, progress=False).result
+done.set()
 print(json.dumps({"n": res["task"]["n"], "failed": res["task"]["n_failed"], "wall_s": res["cost"]["wall_s"],
-                  "self_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                  "workers_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
+                  "self_kb": hwm_kb(), "workers_kb": max(workers.values(), default=0)}))
 """
 
 
@@ -143,6 +165,8 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=bench_dir())
     parser.add_argument("--videos", type=int, default=32)
     parser.add_argument("--modes", nargs="+", default=["process", "thread", "inline"])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[224, 112],
+                        help="frame sizes: the pixel encoder's cost grows with the pixels, decoding's hardly")
     parser.add_argument("--memory-videos", type=int, default=500)
     args = parser.parse_args()
 
@@ -151,10 +175,11 @@ def main() -> None:
     small = dataset(args.dir / f"memory-{args.memory_videos}", args.memory_videos, 2, 64, 30, fps=8)
     if time.perf_counter() - t0 > 1:
         print(f"generated the datasets in {time.perf_counter() - t0:.0f} s")
-    print(f"{os.cpu_count()} cores; pixel encoder, 16 frames at 224x224, batches of 8")
+    print(f"{os.cpu_count()} cores; pixel encoder, 16 uniform frames, batches of 8")
     with tempfile.TemporaryDirectory() as work:
-        throughput(big, args.modes, Path(work))
-        print()
+        for size in args.sizes:
+            throughput(big, args.modes, size, Path(work))
+            print()
         memory(small, args.memory_videos, Path(work))
 
 

@@ -3,11 +3,16 @@ synthetic data with rescoring."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
 
+import av
 import pytest
+import typer
+from typer.testing import CliRunner
+from vfeval_benchmarks.commands import add_data_commands
 from vfeval_benchmarks.synthetic import write_synthetic
 from vfeval_benchmarks.youcook2 import (
     YouCook2CaptioningConfig,
@@ -211,3 +216,31 @@ def test_summary_end_to_end(synthetic, host, tmp_path):
     assert all(r.sample.target[0].count(". ") == STEPS - 1 for r in outcome.results)
     assert res["metrics"]["ROUGE-L"]["value"] > 0
     assert_rescore_is_identical(outcome, host)
+
+
+def test_all_three_formats_from_the_command_line_and_the_same_seed_gives_the_same_data(tmp_path):
+    app = typer.Typer()
+    add_data_commands(app)
+    app.command("other")(lambda: None)  # with one command typer would fold the sub-app away
+    args = "data synthetic --videos 2 --train-videos 1 --size 32 --duration 4 --formats egoschema,msrvtt,youcook2"
+    for out, workers in (("a", "1"), ("b", "2")):
+        result = CliRunner().invoke(app, [*args.split(), "--workers", workers, "--out", str(tmp_path / out)])
+        assert result.exit_code == 0, result.output
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert {p.name for p in a.iterdir()} == {"egoschema", "msrvtt", "youcook2", "train", "README.md",
+                                            ".vfeval_synthetic.json"}
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    for name in files:
+        if name.suffix == ".mp4":  # written by other processes, yet the same pixels
+            assert decoded(a / name) == decoded(b / name), name
+        else:
+            assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def decoded(path: Path) -> str:
+    digest = hashlib.sha256()
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            digest.update(frame.to_ndarray(format="rgb24").tobytes())
+    return digest.hexdigest()

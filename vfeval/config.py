@@ -105,7 +105,8 @@ class RunOptions:
       whose start-up costs nothing for small runs and tests.
     """
     workers: int = 0
-    """Decoding processes or threads; 0 chooses from the machine's cores (one per core, at most 16)."""
+    """Decoding processes or threads; 0 chooses from the machine's cores: one per core but one (which the
+    encoder keeps), at least 1 and at most 16."""
     prefetch: int = 2
     """Batches decoded ahead of the encoder: at most ``prefetch + 1`` batches of frames are held at once."""
     video_timeout: float = 120.0

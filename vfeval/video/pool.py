@@ -61,7 +61,7 @@ class Plan:
     """``process``, ``thread`` or ``inline``."""
     workers: int
     threads: int
-    """FFmpeg threads per worker: the cores shared out between workers (0: FFmpeg chooses, for inline)."""
+    """FFmpeg threads per worker: the cores but one shared out between workers (0: FFmpeg chooses, inline)."""
 
 
 def plan(mode: str, workers: int, windows: int) -> Plan:
@@ -72,9 +72,10 @@ def plan(mode: str, workers: int, windows: int) -> Plan:
         mode = "process" if windows >= AUTO_PROCESS_WINDOWS else "thread"
     if mode == "inline":
         return Plan("inline", 1, 0)
-    cores = machine_cores()
-    workers = workers or min(cores, MAX_AUTO_WORKERS)
-    return Plan(mode, workers, max(1, cores // workers))
+    # The caller's process runs the encoder: leave it a core.
+    spare = max(1, machine_cores() - 1)
+    workers = workers or min(spare, MAX_AUTO_WORKERS)
+    return Plan(mode, workers, max(1, spare // workers))
 
 
 class Job(Protocol):

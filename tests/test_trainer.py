@@ -1,0 +1,274 @@
+"""The ``videofirst-contrastive`` trainer: learning, exact resume, two-process DDP, stages, and its checkpoints in ``vfeval run``."""
+
+from __future__ import annotations
+
+import json
+import os
+import string
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("safetensors")
+
+from safetensors.torch import load_file  # noqa: E402
+from vfeval_benchmarks.synthetic import write_synthetic  # noqa: E402
+
+from vfeval.config import load_run_config, load_trainer_config  # noqa: E402
+from vfeval.errors import UsageError  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """8 captioned synthetic training videos (8 s, 32 px) and 5 EgoSchema-format questions about others."""
+    out = tmp_path_factory.mktemp("synthetic")
+    write_synthetic(out, n_videos=5, n_train_videos=8, duration=8.0, size=32, workers=1)
+    return out
+
+
+def write_config(folder: Path, root: Path, name: str = "t", **sections: str) -> Path:
+    """A tiny from-scratch recipe (32 px, 4 frames, 32 tokens per clip) as YAML; ``sections`` replace whole lines."""
+    lines = {
+        "model": "{variant: tiny, tubelet: [2, 8, 8], num_frames: '${data.sampling.num_frames}', image_size: 32, "
+        "mask: random, mask_ratio: 0.5, init: none, text: bytes, text_length: 48, embed_dim: 16, pool: mean, "
+        "device: cpu}",
+        "data": f"{{captions: {root / 'train' / 'captions.jsonl'}, "
+        "sampling: {mode: uniform, num_frames: 4, size: 32, crop: 32}}",
+        "optim": "{lr: 1.0e-3, warmup_steps: 2, steps: 6, batch_size: 2, grad_accum: 2}",
+        "loss": "{kind: sigmoid}",
+        "output_dir": str(folder / f"train-{name}"),
+        "checkpoint_every": "2",
+        "keep_checkpoints": "0",
+        "log_every": "1",
+    }
+    lines.update(sections)
+    body = "\n".join(f"{k}: {v}" for k, v in lines.items())
+    path = folder / f"{name}.yaml"
+    path.write_text(f"trainer: videofirst-contrastive\nname: {name}\n{body}\n")
+    return path
+
+
+def train(config: Path, host, *overrides: str) -> Path:
+    spec, cfg = load_trainer_config(config, list(overrides), host.registry)
+    return Path(spec.load()(cfg))
+
+
+def metrics(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_loss_decreases_on_a_tiny_set(tmp_path, data, host):
+    config = write_config(
+        tmp_path,
+        data,
+        optim="{lr: 3.0e-4, warmup_steps: 5, steps: 60, batch_size: 8}",
+        loss="{kind: infonce}",
+        checkpoint_every="0",
+    )
+    final = train(config, host)
+    losses = [m["loss"] for m in metrics(final.parent)]
+    assert len(losses) == 60 and all(np.isfinite(losses))
+    assert np.mean(losses[-10:]) < np.mean(losses[:10]) - 0.2, losses
+    record = metrics(final.parent)[-1]
+    assert set(record) == {"step", "loss", "lr", "temperature", "clips_per_s", "elapsed"}
+    assert record["step"] == 60 and record["clips_per_s"] > 0
+
+
+def test_a_resumed_run_reaches_the_weights_of_an_uninterrupted_one(tmp_path, data, host):
+    straight = train(write_config(tmp_path, data, name="straight"), host)
+
+    config = write_config(tmp_path, data, name="killed")
+    train(config, host)
+    run = tmp_path / "train-killed"
+    # What a run killed right after its step-2 checkpoint leaves behind: later files never got written.
+    for path in run.iterdir():
+        if path.name == "final.safetensors" or path.name.startswith(("step-0000004", "step-0000006")):
+            path.unlink()
+    assert sorted(p.name for p in run.glob("step-*")) == [
+        "step-0000002.safetensors",
+        "step-0000002.state.safetensors",
+    ]
+    with pytest.raises(UsageError, match="resume=true"):
+        train(config, host)
+    with pytest.raises(UsageError, match="config differs.*optim.lr"):
+        train(config, host, "resume=true", "optim.lr=0.5")
+    resumed = train(config, host, "resume=true")
+
+    a, b = load_file(str(straight)), load_file(str(resumed))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    # The sigmoid loss's learned bias lives in the optimizer-side state and was restored too.
+    sa, sb = (load_file(str(p.parent / "step-0000004.state.safetensors")) for p in (straight, resumed))
+    assert torch.equal(sa["extra/bias"], sb["extra/bias"])
+    steps = [m["step"] for m in metrics(run)]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert [m["loss"] for m in metrics(run)] == [m["loss"] for m in metrics(straight.parent)]
+
+
+def test_two_processes_under_torchrun(tmp_path, data):
+    config = write_config(tmp_path, data, name="ddp", optim="{lr: 1.0e-3, steps: 3, batch_size: 2}")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "vfeval"]
+    res = subprocess.run([*cmd, "train", str(config)], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = tmp_path / "train-ddp"
+    assert (run / "final.safetensors").is_file()
+    assert sorted(p.name for p in run.glob("step-*.state.safetensors")) == [
+        "step-0000002.state.safetensors"
+    ]
+    records = metrics(run)  # written once (rank 0), not once per process
+    assert [m["step"] for m in records] == [1, 2, 3] and all(np.isfinite(m["loss"]) for m in records)
+    assert res.stdout.count("final checkpoint:") == 2
+
+
+def test_the_final_checkpoint_runs_in_vfeval_run(tmp_path, data, host):
+    from vfeval.runner import run
+
+    final = train(write_config(tmp_path, data, name="eval", optim="{lr: 1.0e-3, steps: 2, batch_size: 4}"), host)
+    options = (
+        "variant=tiny tubelet=[2,8,8] num_frames=4 image_size=32 init=none text=bytes text_length=48 "
+        "embed_dim=16 pool=mean device=cpu"
+    ).split()
+    overrides = [
+        "pipeline.encoder.name=videofirst",
+        f"pipeline.encoder.checkpoint={final}",
+        *(f"pipeline.encoder.{o}" for o in options),
+        f"task.root={data / 'egoschema'}",
+        "pipeline.sampling.num_frames=4",
+        "pipeline.sampling.size=32",
+        "pipeline.sampling.crop=32",
+        f"output.dir={tmp_path / 'runs'}",
+        f"output.cache_dir={tmp_path / 'cache'}",
+    ]
+    cfg = load_run_config(REPO / "configs" / "egoschema.yaml", overrides, host.registry)
+    outcome = run(cfg, host, progress=False)
+    assert outcome.result["complete"] and outcome.result["task"]["n_failed"] == 0
+
+    encoder = host.registry.get("encoders", "videofirst").load()(cfg.pipeline.encoder)
+    clips = [np.random.default_rng(i).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8) for i in range(2)]
+    first = encoder.embed_video(clips)
+    np.testing.assert_array_equal(first, encoder.embed_video(clips))
+    again = host.registry.get("encoders", "videofirst").load()(cfg.pipeline.encoder)
+    np.testing.assert_array_equal(first, again.embed_video(clips))
+
+    # Options other than the training ones are refused, with the overrides that fit the checkpoint.
+    wrong = load_run_config(
+        REPO / "configs" / "egoschema.yaml", [*overrides, "pipeline.encoder.embed_dim=32"], host.registry
+    )
+    with pytest.raises(UsageError, match=r"embed_dim: 32.*set embed_dim=16"):
+        host.registry.get("encoders", "videofirst").load()(wrong.pipeline.encoder)
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory) -> Path:
+    """A random CLIP whose vision tower has the ``tiny`` variant's sizes (32 px, 8 px patches)."""
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+    d = tmp_path_factory.mktemp("clip")
+    chars = string.ascii_lowercase + string.digits + ".,!?' "
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    bos, eos = len(vocab), len(vocab) + 1
+    vocab.update({"<|startoftext|>": bos, "<|endoftext|>": eos})
+    CLIPTokenizer(vocab=vocab, merges=[]).save_pretrained(d)
+    text = dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                num_attention_heads=2, max_position_embeddings=64, bos_token_id=bos, eos_token_id=eos,
+                pad_token_id=eos)
+    vision = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+                  image_size=32, patch_size=8)
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(d)
+    return d
+
+
+def test_two_stages_inflate_then_freeze_all_but_the_last_layer(tmp_path, data, host, tiny_clip):
+    clip_model = (
+        f"{{variant: tiny, tubelet: [2, 8, 8], num_frames: '${{data.sampling.num_frames}}', image_size: 32, "
+        f"mask: random, mask_ratio: 0.5, init: clip, clip_model: {tiny_clip}, text: clip, embed_dim: 16, "
+        "device: cpu}"
+    )
+    stage1 = train(
+        write_config(tmp_path, data, name="s1", model=clip_model, loss="{kind: infonce}", checkpoint_every="0"),
+        host,
+    )
+    stage2 = train(
+        write_config(
+            tmp_path,
+            data,
+            name="s2",
+            model=clip_model.replace("mask_ratio: 0.5", "mask_ratio: 0.75"),
+            data=f"{{captions: {data / 'train' / 'captions.jsonl'}, "
+            "sampling: {mode: uniform, num_frames: 8, size: 32, crop: 32}}",
+            stage=f"{{init_from: {stage1}, trainable_layers: 1, train_text: false}}",
+            checkpoint_every="0",
+        ),
+        host,
+    )
+    one, two = load_file(str(stage1)), load_file(str(stage2))
+    assert one["video.pos_time"].shape == (2, 64) and two["video.pos_time"].shape == (4, 64)
+    frozen = [k for k in one if k.startswith(("video.embed", "video.blocks.0.", "text.")) or k == "video.cls"]
+    assert frozen and all(torch.equal(one[k], two[k]) for k in frozen)
+    learning = [k for k in one if k.startswith(("video.blocks.1.", "video.head"))]
+    assert learning and all(not torch.equal(one[k], two[k]) for k in learning)
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "configs" / "train").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_recipe_is_a_valid_config_and_says_how_to_run_it(recipe, host):
+    from vfeval_videofirst.train_config import validate
+
+    assert recipe.read_text().startswith("# ") and f"vfeval train configs/train/{recipe.name}" in recipe.read_text()
+    _, cfg = load_trainer_config(recipe, [], host.registry)
+    validate(cfg)
+    assert cfg.output_dir == f"runs/train-{cfg.name}"
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("optim.lrr=0.1", "unknown key 'optim.lrr' (did you mean: lr?)"),
+        ("loss.kind=hinge", "bad value for 'loss.kind'"),
+        ("stage.trainable_layers=9", "bad value for 'stage.trainable_layers'"),
+    ],
+)
+def test_config_mistakes_exit_2_with_one_line(tmp_path, data, override, expected):
+    config = write_config(tmp_path, data)
+    res = subprocess.run(
+        [sys.executable, "-m", "vfeval", "train", str(config), override], capture_output=True, text=True
+    )
+    assert res.returncode == 2, res.stderr
+    assert expected in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+
+
+def test_captions_may_be_a_csv_of_windows(tmp_path, data):
+    from vfeval_videofirst.torch.data import read_captions
+
+    videos = sorted((data / "train" / "videos").glob("*.mp4"))
+    csv = tmp_path / "pairs.csv"
+    rows = [f"{os.path.relpath(v, tmp_path)},a caption {i},{i},{i + 2}" for i, v in enumerate(videos[:3])]
+    csv.write_text("video,caption,start,end\n" + "\n".join(rows) + "\n")
+    pairs = read_captions(csv)
+    assert [(p.caption, p.start, p.end) for p in pairs] == [(f"a caption {i}", i, i + 2) for i in range(3)]
+    assert pairs[0].video == str(videos[0].resolve())
+    csv.write_text("video,caption\nnowhere.mp4,x\n")
+    with pytest.raises(UsageError, match="1 of the 1 videos .* are missing"):
+        read_captions(csv)
+
+
+def test_the_plugin_registers_the_trainer_without_importing_torch():
+    code = (
+        "import sys; from vfeval.plugins import get_plugin_manager; "
+        "spec = get_plugin_manager().registry.trainers['videofirst-contrastive']; "
+        "assert 'torch' not in sys.modules; print(spec.factory)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "VFEVAL_PLUGINS": "videofirst"})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "vfeval_videofirst.torch.train:train"
