@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 
 from vfeval.config import SamplingConfig, load_run_config
-from vfeval.errors import UsageError
+from vfeval.errors import DataError, UsageError
 from vfeval.requests import VideoWindow
 from vfeval.runner import run
 from vfeval.testing import index_frames, write_video
 from vfeval.video import backends, get_decoder
+from vfeval.video.pool import open_pool
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 50), "blue": (30, 60, 220), "yellow": (235, 225, 30),
            "magenta": (220, 40, 200)}
@@ -230,3 +231,18 @@ def test_a_plugin_decoder_runs_in_worker_processes_and_a_crash_is_a_failed_sampl
     error = lines(outcome)["q0004"]["error"]
     assert error.startswith("crash: ") and f"signal {int(signal.SIGSEGV)}" in error
     assert outcome.stats.windows_decoded == 7
+
+
+def test_workers_that_cannot_start_fail_their_windows_instead_of_hanging(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "aborting_decoder.py").write_text("import os\nos._exit(3)  # a library that aborts as it loads\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(backends, "_FACTORIES", dict(backends._FACTORIES))
+    backends.register_decoder("aborting", "aborting_decoder:Backend")
+    path = write_video(tmp_path / "v.mp4", index_frames(8), fps=4)
+    with open_pool("process", workers=1, timeout=30.0, decoder="aborting", windows=2) as pool:
+        jobs = [pool.submit(VideoWindow(f"v{i}", str(path)), SamplingConfig(num_frames=2)) for i in range(2)]
+        for job in jobs:
+            with pytest.raises(DataError, match=r"^decode-error: decoding workers cannot start \(exit code 3"):
+                job.result()

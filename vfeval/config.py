@@ -108,7 +108,8 @@ class RunOptions:
     """Decoding processes or threads; 0 chooses from the machine's cores: one per core but one (which the
     encoder keeps), at least 1 and at most 16."""
     prefetch: int = 2
-    """Batches decoded ahead of the encoder: at most ``prefetch + 1`` batches of frames are held at once."""
+    """Batches decoded ahead of the batch being encoded; more if needed to give every decoding worker two
+    windows. Frames of at most that many batches, plus the one being encoded, are held at once."""
     video_timeout: float = 120.0
     """Seconds one video may take to decode (from when a worker starts on it) before it becomes a failed
     sample ``timeout: ...``. Enforced by ``process`` and ``thread`` decoding, not by ``inline``."""

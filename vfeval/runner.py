@@ -69,13 +69,6 @@ def _batched(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[i : i + size]
 
 
-def _decode(window: VideoWindow, sampling: Any) -> Any:
-    """The clips of one window, decoded here with the pipeline's decoder (what ``run.decode=inline`` does)."""
-    from vfeval.video.backends import get_decoder
-
-    return get_decoder(sampling.decoder).read_window(window, sampling)
-
-
 def _failure(exc: BaseException) -> str:
     """The reason a window failed, starting with a short slug and a colon: results count failures by it."""
     if isinstance(exc, DataError):
@@ -213,8 +206,8 @@ class Runner:
         """Yield batches of windows with their VideoInputs (or a failure reason).
 
         Windows not in the feature store are decoded by a pool (``run.decode``) while the caller encodes the
-        batch before: ``run.prefetch`` batches are submitted ahead of the one being encoded, never more, so
-        memory stays bounded however long the dataset is.
+        batch before. Ahead of the batch being encoded, ``run.prefetch`` batches are submitted, or as many as
+        keep every worker busy (two windows each), never more: memory stays bounded however long the dataset.
         """
         from vfeval.video.pool import open_pool
 
@@ -232,7 +225,7 @@ class Runner:
                 queue.append((batch, jobs))
 
             while True:
-                while len(queue) <= cfg.prefetch:
+                while len(queue) <= cfg.prefetch or sum(len(b) for b, _ in queue) < 2 * pool.size + cfg.batch_size:
                     batch = next(batches, None)
                     if batch is None:
                         break

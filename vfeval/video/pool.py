@@ -96,6 +96,8 @@ class InlinePool:
     """Decodes on the caller's thread: no overlap, no timeout; simple to debug."""
 
     mode = "inline"
+    size = 0
+    """Workers: none."""
 
     def __init__(self, factory: str, threads: int = 0) -> None:
         self.factory, self.threads = factory, threads
@@ -293,7 +295,6 @@ class WorkerPool:
             worker.job = None
         for future in stranded:
             if not future.done():
-                future.set_running_or_notify_cancel()
                 future.set_exception(DataError(reason))
 
     def _assign(self) -> None:
@@ -329,11 +330,11 @@ class WorkerPool:
         except (EOFError, OSError):
             running, worker.job = worker.job, None
             reason = worker.exit_status()
-            self._replace(i, worker, reason)
             if running is not None and not running.future.done():
                 running.future.set_exception(
                     DataError(f"crash: the decoder died on {running.window.path} ({reason})")
                 )
+            self._replace(i, worker, reason)
             return
         if message == READY:
             worker.ready = True

@@ -323,7 +323,7 @@ def _train(cfg: TrainConfig, pairs: list, proc: Proc) -> Path:
 
     began = time.perf_counter()
     window_start, window_losses = began, []
-    with _progress(proc.main, total, start, cfg.name) as (progress, task):
+    with contextlib.closing(batches), _progress(proc.main, total, start, cfg.name) as (progress, task):
         for step in range(start, total):
             lr = lr_at(step, total, cfg.optim)
             for group in optimizer.param_groups:

@@ -1,0 +1,52 @@
+"""``vfeval profile``: a grid of measured configurations, each in its own process, as a table and a JSON report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("torch")
+
+TINY = ["variant=tiny", "image_size=32", "tubelet=[2,8,8]", "embed_dim=16", "num_frames=4"]
+
+
+def profile(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "vfeval", "profile", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+def test_a_one_by_two_grid_writes_every_configuration(tmp_path):
+    out = tmp_path / "reports" / "profile.json"
+    res = profile(
+        *TINY, "--frames", "4", "--mask-ratios", "0,0.5", "--trainable-layers", "1",
+        "--kinds", "train,infer", "--steps", "1", "--device", "cpu", "--out", str(out), cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["schema"] == "vfeval.profile/1" and report["device"] == "cpu"
+    assert report["encoder"]["name"] == "videofirst" and report["encoder"]["options"]["variant"] == "tiny"
+    assert {"torch", "vfeval", "cpus", "date"} <= set(report["provenance"])
+    rows = report["rows"]
+    assert [(r["kind"], r["mask_ratio"], r["trainable_layers"]) for r in rows] == [
+        ("train", 0.0, 1), ("train", 0.5, 1), ("infer", 0.0, None), ("infer", 0.5, None)
+    ]
+    for r in rows:
+        assert set(r) == {"kind", "frames", "mask_ratio", "trainable_layers", "batch", "tokens", "peak_mib",
+                          "step_s", "clips_per_s"}
+        assert r["frames"] == 4 and r["step_s"] > 0 and r["clips_per_s"] > 0 and r["peak_mib"] >= 0
+    # 4 frames of 32 px in 2x8x8 tubelets: 2 x 4 x 4 patch tokens plus one class token per slice.
+    assert rows[0]["tokens"] == 34 and rows[1]["tokens"] == 18 and rows[2]["tokens"] == 34
+    assert rows[0]["batch"] == 2 and rows[2]["batch"] == 1
+    assert "peak MiB" in res.stdout and "clips/s" in res.stdout
+
+
+def test_a_grid_that_cannot_run_is_refused_before_measuring(tmp_path):
+    res = profile(*TINY, "--trainable-layers", "5", "--out", str(tmp_path / "p.json"), cwd=tmp_path)
+    assert res.returncode == 2 and "trainable layers must be -1 (all) or 0..2" in res.stderr
+    res = profile("variant=huge", "--out", str(tmp_path / "p.json"), cwd=tmp_path)
+    assert res.returncode == 2 and "bad value for 'variant'" in res.stderr
+    assert not (tmp_path / "p.json").exists()
