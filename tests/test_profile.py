@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -15,7 +16,8 @@ TINY = ["variant=tiny", "image_size=32", "tubelet=[2,8,8]", "embed_dim=16", "num
 
 def profile(*args: str, cwd) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "vfeval", "profile", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+        [sys.executable, "-m", "vfeval", "profile", *args],
+        capture_output=True, text=True, cwd=cwd, timeout=300, env={**os.environ, "COLUMNS": "200"},
     )
 
 

@@ -107,4 +107,4 @@ def add_profile_command(app: typer.Typer) -> None:
         console.print(table)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        console.print(f"report: {out}")
+        console.print(f"report: {out}", soft_wrap=True)
