@@ -32,6 +32,12 @@ def data(tmp_path_factory) -> Path:
     return out
 
 
+UNMASKED = (
+    "{variant: tiny, tubelet: [2, 8, 8], num_frames: '${data.sampling.num_frames}', image_size: 32, mask: none, "
+    "init: none, text: bytes, text_length: 48, embed_dim: 16, pool: mean, device: cpu}"
+)
+
+
 def write_config(folder: Path, root: Path, name: str = "t", **sections: str) -> Path:
     """A tiny from-scratch recipe (32 px, 4 frames, 32 tokens per clip) as YAML; ``sections`` replace whole lines."""
     lines = {
@@ -112,20 +118,28 @@ def test_a_resumed_run_reaches_the_weights_of_an_uninterrupted_one(tmp_path, dat
     assert [m["loss"] for m in metrics(run)] == [m["loss"] for m in metrics(straight.parent)]
 
 
-def test_two_processes_under_torchrun(tmp_path, data):
-    config = write_config(tmp_path, data, name="ddp", optim="{lr: 1.0e-3, steps: 3, batch_size: 2}")
+def test_two_processes_under_torchrun_match_one_process_with_their_global_batch(tmp_path, data, host):
+    # Without masks, 2 processes x 2 clips see the global batch one process of 4 clips sees (the sampler
+    # shards one permutation): gathering embeddings must give the same loss and the same gradient.
+    model = UNMASKED
+    config = write_config(tmp_path, data, name="ddp", model=model, optim="{lr: 1.0e-3, steps: 3, batch_size: 2}")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "vfeval"]
     res = subprocess.run([*cmd, "train", str(config)], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     run = tmp_path / "train-ddp"
-    assert (run / "final.safetensors").is_file()
-    assert sorted(p.name for p in run.glob("step-*.state.safetensors")) == [
-        "step-0000002.state.safetensors"
-    ]
-    records = metrics(run)  # written once (rank 0), not once per process
-    assert [m["step"] for m in records] == [1, 2, 3] and all(np.isfinite(m["loss"]) for m in records)
     assert res.stdout.count("final checkpoint:") == 2
+    assert sorted(p.name for p in run.glob("step-*.state.safetensors")) == ["step-0000002.state.safetensors"]
+    records = metrics(run)  # written once (rank 0), not once per process
+    assert [m["step"] for m in records] == [1, 2, 3]
+
+    single = train(
+        write_config(tmp_path, data, name="one", model=model, optim="{lr: 1.0e-3, steps: 3, batch_size: 4}"), host
+    )
+    np.testing.assert_allclose([m["loss"] for m in records], [m["loss"] for m in metrics(single.parent)], rtol=1e-5)
+    a, b = load_file(str(run / "final.safetensors")), load_file(str(single))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=0, msg=key)
 
 
 def test_the_final_checkpoint_runs_in_vfeval_run(tmp_path, data, host):

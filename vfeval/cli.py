@@ -51,6 +51,14 @@ def print_summary(result: dict, run_dir: Path, stats: dict | None = None) -> Non
     out.print(f"results: {run_dir / 'results.json'}")
 
 
+def _encoder_backends(host: Host) -> dict[str, str]:
+    """Encoder name → the backends its plugin declares (for records that do not name their own)."""
+    try:
+        return {name: "/".join(spec.backends) for name, spec in host.registry.table("encoders").items()}
+    except UsageError:
+        return {}
+
+
 def build_app(host: Host) -> typer.Typer:
     app = typer.Typer(
         name="vfeval", no_args_is_help=True, add_completion=False,
@@ -162,6 +170,53 @@ def build_app(host: Host) -> typer.Typer:
         out.print(f"cleared {cache_dir}")
 
     app.add_typer(cache_app, name="cache")
+
+    board_app = typer.Typer(help="Result records and the static leaderboard site.", no_args_is_help=True)
+    results_opt = typer.Option(Path("leaderboard/results"), "--results", help="Folder of result records.")
+
+    @board_app.command("add")
+    def board_add(
+        runs: list[Path] = typer.Argument(..., help="Run folders (or results.json files) written by `vfeval run`."),
+        dir: Path = typer.Option(Path("leaderboard/results"), "--dir", help="Folder of result records."),
+        replace: bool = typer.Option(False, help="Remove earlier records of the same task, split and run name."),
+    ) -> None:
+        """Validate results and copy them into the records folder as <task>-<split>-<run>-<pipeline fp>.json."""
+        from vfeval.leaderboard.records import add_run
+
+        for run_path in runs:
+            added = add_run(run_path, dir, replace=replace)
+            out.print(f"added {added.path}" + (f" (samples: {added.samples.name})" if added.samples else ""), soft_wrap=True)
+            for note in added.notes:
+                out.print(f"  {note}")
+
+    @board_app.command("table")
+    def board_table(
+        results: Path = results_opt,
+        fmt: str = typer.Option("markdown", "--format", help="markdown or csv"),
+    ) -> None:
+        """Print every record, ranked within its protocol, as a markdown or CSV table."""
+        from vfeval.leaderboard.records import load_records, table, to_markdown
+
+        if fmt not in ("markdown", "csv"):
+            raise UsageError(f"--format must be markdown or csv, not {fmt!r}")
+        df = table(load_records(results))
+        if df.empty:
+            err.print(f"no records in {results}")
+            return
+        sys.stdout.write(to_markdown(df) + "\n" if fmt == "markdown" else df.to_csv(index=False))
+
+    @board_app.command("build")
+    def board_build(
+        results: Path = results_opt,
+        site: Path = typer.Option(Path("leaderboard/site"), "--out", help="Folder for the static site."),
+    ) -> None:
+        """Build the static leaderboard site (HTML, CSS, JS, SVG plots; works from file://)."""
+        from vfeval.leaderboard.build import build_site
+
+        index = build_site(results, site, backends=_encoder_backends(host))
+        out.print(f"site: {index.resolve()}", soft_wrap=True)
+
+    app.add_typer(board_app, name="leaderboard")
     host.add_commands(app)
     return app
 

@@ -11,7 +11,10 @@ from vfeval.specs import AggregatorSpec, EncoderSpec
 
 @hookimpl
 def register_encoders(register):
+    from vfeval_baselines.captioners import HFImageCaptionerConfig, RetrievalCaptionerConfig
+    from vfeval_baselines.clip import HFClipConfig
     from vfeval_baselines.pixel import PixelConfig
+    from vfeval_baselines.precomputed import PrecomputedConfig
     from vfeval_baselines.text import HashedTextConfig
 
     register(EncoderSpec(
@@ -24,12 +27,33 @@ def register_encoders(register):
         capabilities=("embed_text",),
         description="Non-learned text embedding (hashed words and character trigrams), for blind baselines.",
     ))
+    register(EncoderSpec(
+        name="retrieval", factory="vfeval_baselines.captioners:make_retrieval", config=RetrievalCaptionerConfig,
+        capabilities=("describe", "embed_video", "embed_text"),
+        description="Captions each segment with the nearest caption of a bank under a dual encoder (e.g. pixel).",
+    ))
+    register(EncoderSpec(
+        name="hf-image-captioner", factory="vfeval_baselines.captioners:make_hf_image_captioner",
+        config=HFImageCaptionerConfig, backends=("torch",), capabilities=("describe",),
+        description="Captions the middle frame (or K frames) of each segment with a Hugging Face image-to-text model.",
+    ))
+    register(EncoderSpec(
+        name="precomputed", factory="vfeval_baselines.precomputed:make_precomputed", config=PrecomputedConfig,
+        capabilities=(),
+        description="Segment captions read from a file (LLoVi's per-video caption lists, or JSONL), for llm.",
+    ))
+    register(EncoderSpec(
+        name="hf-clip", factory="vfeval_baselines.clip:make_hf_clip", config=HFClipConfig, backends=("torch",),
+        capabilities=("embed_video", "embed_text"),
+        description="Image-first: any Hugging Face CLIPModel, frame embeddings averaged over each clip.",
+    ))
 
 
 @hookimpl
 def register_aggregators(register):
     from vfeval_baselines.captioning import NearestCaptionConfig
     from vfeval_baselines.choice import BlindConfig, ConstantConfig, RandomConfig
+    from vfeval_baselines.llm import LLMConfig
 
     register(AggregatorSpec(
         name="random", factory="vfeval_baselines.choice:make_random", config=RandomConfig,
@@ -49,4 +73,8 @@ def register_aggregators(register):
         name="nearest-caption", factory="vfeval_baselines.captioning:make_nearest_caption",
         config=NearestCaptionConfig, kinds=("generate",),
         description="Generates by retrieval: the caption of a bank file nearest to the pooled video embedding.",
+    ))
+    register(AggregatorSpec(
+        name="llm", factory="vfeval_baselines.llm:make_llm", config=LLMConfig, kinds=("choice_scores", "generate"),
+        description="A causal LM reads timestamped segment captions (LLoVi-style); log-likelihood or generation.",
     ))

@@ -65,6 +65,10 @@ class LossConfig:
     learn_temperature: bool = True
     bias: float = -10.0
     """Initial logit bias of the sigmoid loss (learned with it)."""
+    order_negatives: bool = False
+    """Add, for each caption that lists events with temporal connectives ("..., then ..."), the same caption
+    with its events in another order as a negative for every video: teaches order, which a batch of
+    ordinary negatives never asks for (see ``torch/losses.py``)."""
 
 
 @dataclass

@@ -25,6 +25,7 @@ import contextlib
 import json
 import math
 import os
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from vfeval.config import to_dict
@@ -47,7 +47,8 @@ from vfeval_videofirst.torch.encoder import (
     load_tensors,
     preprocess,
 )
-from vfeval_videofirst.torch.model import DualEncoder, contrastive_loss, resample_time
+from vfeval_videofirst.torch.losses import gather, infonce, reorder, sigmoid_loss
+from vfeval_videofirst.torch.model import DualEncoder, resample_time
 from vfeval_videofirst.train_config import TrainConfig, validate
 
 MAX_LOGIT_SCALE = math.log(100.0)
@@ -62,40 +63,7 @@ _FREE_ON_RESUME = {"resume", "log_every", "checkpoint_every", "keep_checkpoints"
 
 
 # ---------------------------------------------------------------------------------------------------
-# Losses
-
-
-def sigmoid_loss(video: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """SigLIP (Zhai et al., 2023): every pair is a binary problem. video, text: ``[B, E]`` → scalar."""
-    video, text = F.normalize(video, dim=-1), F.normalize(text, dim=-1)
-    logits = logit_scale.exp() * video @ text.T + bias  # [B, B]
-    signs = 2 * torch.eye(len(logits), device=logits.device) - 1  # +1 on the diagonal, -1 elsewhere
-    return -F.logsigmoid(signs * logits).sum() / len(logits)
-
-
-class _ScaleGrad(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, factor: float) -> torch.Tensor:
-        ctx.factor = factor
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return grad * ctx.factor, None
-
-
-def gather(x: torch.Tensor) -> torch.Tensor:
-    """``[b, E]`` of every process → ``[world * b, E]``, in rank order.
-
-    Only this process's rows carry gradient. Each process computes the same global loss, so the
-    gradient of its own rows is exact; DDP then averages parameter gradients over the processes, which
-    the factor ``world`` undoes, leaving the gradient of the global loss.
-    """
-    world, rank = dist.get_world_size(), dist.get_rank()
-    parts = [torch.empty_like(x) for _ in range(world)]
-    dist.all_gather(parts, x.detach().contiguous())
-    parts[rank] = _ScaleGrad.apply(x, float(world))
-    return torch.cat(parts)
+# The objective
 
 
 class Objective(nn.Module):
@@ -109,16 +77,25 @@ class Objective(nn.Module):
         self.bias = nn.Parameter(torch.tensor(float(bias))) if kind == "sigmoid" else None
 
     def forward(
-        self, video: torch.Tensor, tokens: dict[str, torch.Tensor], generator: torch.Generator
+        self,
+        video: torch.Tensor,
+        tokens: dict[str, torch.Tensor],
+        generator: torch.Generator,
+        negatives: dict[str, torch.Tensor] | None = None,
+        valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """video: ``[B, 3, T, H, W]``; tokens from the text tower's ``tokenize`` → scalar loss."""
+        """video: ``[B, 3, T, H, W]``; tokens (and the order negatives' tokens, with ``valid`` ``[B]`` bool
+        marking the captions that have one) from the text tower's ``tokenize`` → scalar loss."""
         v = self.model.video(video, generator=generator).float()
         t = self.model.text(**tokens).float()
+        n = None if negatives is None else self.model.text(**negatives).float()
         if self.distributed:
             v, t = gather(v), gather(t)
+            if n is not None:
+                n, valid = gather(n), gather(valid.to(torch.uint8)).bool()
         if self.kind == "sigmoid":
-            return sigmoid_loss(v, t, self.model.logit_scale, self.bias)
-        return contrastive_loss(v, t, self.model.logit_scale)
+            return sigmoid_loss(v, t, self.model.logit_scale, self.bias, n, valid)
+        return infonce(v, t, self.model.logit_scale, n, valid)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -185,10 +162,20 @@ def load_init(model: DualEncoder, path: str) -> None:
     load_tensors(model, tensors, path_)
 
 
-def mask_generator(seed: int, rank: int, index: int, device: torch.device) -> torch.Generator:
-    """The generator of forward pass ``index``'s masks on process ``rank``: a pure function of its arguments."""
-    mixed = ((seed * 1_000_003 + rank) * 1_000_003 + index) % (2**63 - 1)
-    return torch.Generator(device).manual_seed(mixed)
+def draw_seed(seed: int, rank: int, index: int) -> int:
+    """The seed of forward pass ``index`` on process ``rank`` (its masks and order negatives)."""
+    return ((seed * 1_000_003 + rank) * 1_000_003 + index) % (2**63 - 1)
+
+
+def order_negatives(
+    captions: list[str], seed: int, device: torch.device, tokenize: Any
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Tokens of each caption rewritten with its events in another order, and which captions had one."""
+    rng = random.Random(seed)
+    rewritten = [reorder(c, rng) for c in captions]
+    valid = torch.tensor([r is not None for r in rewritten], device=device)
+    tokens = tokenize([r if r is not None else c for r, c in zip(rewritten, captions)])
+    return {k: v.to(device) for k, v in tokens.items()}, valid
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -332,11 +319,17 @@ def _train(cfg: TrainConfig, pairs: list, proc: Proc) -> Path:
                 frames, captions = next(batches)
                 video = preprocess(frames.numpy(), cfg.model.image_size, t_frames, proc.device)
                 tokens = {k: v.to(proc.device) for k, v in model.text.tokenize(captions).items()}
-                generator = mask_generator(cfg.seed, proc.rank, step * accum + micro, proc.device)
+                seed = draw_seed(cfg.seed, proc.rank, step * accum + micro)
+                generator = torch.Generator(proc.device).manual_seed(seed)
+                extra_texts = (
+                    order_negatives(captions, seed, proc.device, model.text.tokenize)
+                    if cfg.loss.order_negatives
+                    else (None, None)
+                )
                 sync = micro == accum - 1 or proc.world == 1
                 with contextlib.nullcontext() if sync else runner.no_sync():
                     with autocast:
-                        loss = runner(video, tokens, generator)
+                        loss = runner(video, tokens, generator, *extra_texts)
                     (loss / accum).backward()
                 window_losses.append(float(loss.detach()))
             if cfg.optim.clip_grad:
