@@ -28,6 +28,15 @@ QUESTION = "Which colour was the last shape to appear?"
 OPTIONS = ["red", "cyan", "a green triangle that moves down", "blue", "magenta"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny models run fastest on one thread; more only contend with each other on a small machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module", params=["gpt2", "llama"])
 def lm_dir(request, tmp_path_factory):
     return tiny_models.build_causal_lm(tmp_path_factory.mktemp(request.param), TEXTS, arch=request.param,
@@ -104,7 +113,7 @@ def test_generate_mode_parses_the_letter_and_marks_unparseable_answers(gpt2_dir,
     prompt = untrained.choice_prompt(CAPTIONS, QUESTION, OPTIONS)
     # Teach a copy of the model to answer " B." after this prompt, then ask it.
     trained_dir = tiny_models.build_causal_lm(tmp_path / "lm", TEXTS, arch="gpt2", context=256)
-    tiny_models.train_causal_lm(trained_dir, [prompt + " B."], steps=40, batch_size=2, lr=1e-2)
+    tiny_models.train_causal_lm(trained_dir, [prompt + " B."], steps=30, batch_size=1, lr=1e-2)
     trained = make_llm(LLMConfig(model=str(trained_dir), mode="generate", answer_tokens=4))
     assert prompts.parse_choice(trained.lm.greedy(trained.lm.encode(prompt), 4), "ABCDE") == 1
     assert trained.choice_scores(CAPTIONS, QUESTION, OPTIONS).tolist() == [0, 1, 0, 0, 0]

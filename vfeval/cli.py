@@ -51,14 +51,6 @@ def print_summary(result: dict, run_dir: Path, stats: dict | None = None) -> Non
     out.print(f"results: {run_dir / 'results.json'}")
 
 
-def _encoder_backends(host: Host) -> dict[str, str]:
-    """Encoder name → the backends its plugin declares (for records that do not name their own)."""
-    try:
-        return {name: "/".join(spec.backends) for name, spec in host.registry.table("encoders").items()}
-    except UsageError:
-        return {}
-
-
 def build_app(host: Host) -> typer.Typer:
     app = typer.Typer(
         name="vfeval", no_args_is_help=True, add_completion=False,
@@ -73,10 +65,14 @@ def build_app(host: Host) -> typer.Typer:
         retry_failed: bool = typer.Option(False, "--retry-failed", help="Decode videos that failed before again."),
         name: str | None = typer.Option(None, help="Run name (folder under output.dir)."),
     ) -> None:
-        """Run a task with a pipeline; resumes from the cache; writes runs/<name>/results.json."""
+        """Run a task with a pipeline, or a suite config; resumes from the cache; writes runs/<name>/results.json."""
         from vfeval.config import load_run_config
         from vfeval.runner import run as run_task
+        from vfeval.suite import is_suite
 
+        if is_suite(config):
+            _run_suite(config, list(overrides or []), limit, retry_failed, name)
+            return
         extra = list(overrides or [])
         if limit is not None:
             extra.append(f"run.limit={limit}")
@@ -87,6 +83,19 @@ def build_app(host: Host) -> typer.Typer:
         cfg = load_run_config(config, extra, host.registry)
         outcome = run_task(cfg, host)
         print_summary(outcome.result, outcome.run_dir, outcome.stats.to_dict())
+
+    def _run_suite(config: Path, overrides: list[str], limit: int | None, retry_failed: bool,
+                   name: str | None) -> None:
+        from vfeval.suite import SuiteFailed, load_suite, run_suite
+
+        if name:
+            raise UsageError("--name does not apply to a suite: it names each run after its task and pipeline")
+        suite = load_suite(config, overrides)
+        try:
+            run_suite(suite, host, out, limit=limit, retry_failed=retry_failed)
+        except SuiteFailed as exc:
+            err.print(f"[red]suite {suite.name} failed:[/red] {exc}", soft_wrap=True)
+            raise typer.Exit(1) from exc
 
     @app.command()
     def rescore(run_dir: Path = typer.Argument(..., help="A run folder written by `vfeval run`.")) -> None:
@@ -211,9 +220,9 @@ def build_app(host: Host) -> typer.Typer:
         site: Path = typer.Option(Path("leaderboard/site"), "--out", help="Folder for the static site."),
     ) -> None:
         """Build the static leaderboard site (HTML, CSS, JS, SVG plots; works from file://)."""
-        from vfeval.leaderboard.build import build_site
+        from vfeval.leaderboard.build import build_site, registry_backends
 
-        index = build_site(results, site, backends=_encoder_backends(host))
+        index = build_site(results, site, backends=registry_backends(host))
         out.print(f"site: {index.resolve()}", soft_wrap=True)
 
     app.add_typer(board_app, name="leaderboard")

@@ -164,8 +164,10 @@ class HFImageCaptionerConfig(EncoderConfig):
 
 
 def frame_indices(num_frames: int, k: int) -> list[int]:
-    """``k`` of ``num_frames`` frames at the centres of ``k`` equal spans: ``floor((i + 0.5) * T / k)``."""
-    return [min(num_frames - 1, int((i + 0.5) * num_frames / k)) for i in range(min(k, num_frames))]
+    """``k`` of ``num_frames`` frames at the centres of ``k`` equal spans: ``floor((i + 0.5) * T / k)``
+    (all frames if there are no more than ``k``)."""
+    k = min(k, num_frames)
+    return [int((i + 0.5) * num_frames / k) for i in range(k)]
 
 
 class HFImageCaptioner(Encoder):

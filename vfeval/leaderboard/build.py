@@ -69,6 +69,14 @@ def _prepare(out: Path, results_dir: Path) -> None:
     (out / MARKER).write_text("built by vfeval leaderboard build; rebuilt in place\n", encoding="utf-8")
 
 
+def registry_backends(host: Any) -> dict[str, str]:
+    """Encoder name → the backends its plugin declares (shown for records that do not name their own)."""
+    try:
+        return {name: "/".join(spec.backends) for name, spec in host.registry.table("encoders").items()}
+    except UsageError:
+        return {}
+
+
 def _finite(v: Any) -> Any:
     return v if isinstance(v, (int, float)) and v == v and abs(v) != float("inf") else None
 

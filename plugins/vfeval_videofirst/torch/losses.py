@@ -32,7 +32,9 @@ CONNECTIVES = re.compile(
 def reorder(caption: str, rng: random.Random) -> str | None:
     """``caption`` with its clauses (the text between temporal connectives) in another order, connectives
     kept in place; None when it lists fewer than two different events."""
-    parts = CONNECTIVES.split(caption)
+    body = caption.rstrip(".!? ")
+    end = caption[len(body) :]  # the final stop stays at the end
+    parts = CONNECTIVES.split(body)
     clauses, joints = parts[0::2], parts[1::2]
     if len(set(clauses)) < 2:
         return None
@@ -43,7 +45,7 @@ def reorder(caption: str, rng: random.Random) -> str | None:
     while [clauses[i] for i in order] == clauses:
         rng.shuffle(order)
     out = clauses[order[0]] + "".join(j + clauses[i] for j, i in zip(joints, order[1:]))
-    return out[:1].upper() + out[1:] if capital else out
+    return (out[:1].upper() + out[1:] if capital else out) + end
 
 
 def infonce(

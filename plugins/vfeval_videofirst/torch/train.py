@@ -6,16 +6,17 @@ then on long clips with more frames, 75% masking and all but the last layers fro
 stage-1 checkpoint (stage 2). ``configs/train/synthetic.yaml`` trains a tiny model from scratch on CPU.
 
 Optimisation: AdamW, linear warm-up then cosine decay, gradient accumulation, clipping of the global
-gradient norm, bfloat16 autocast on CUDA devices that support it. Losses: symmetric InfoNCE with a
-learned temperature (CLIP) or the pairwise sigmoid loss with a learned temperature and bias (SigLIP).
+gradient norm, bfloat16 autocast on CUDA devices that support it. Losses (``losses.py``): symmetric
+InfoNCE with a learned temperature (CLIP) or the pairwise sigmoid loss with a learned temperature and
+bias (SigLIP), optionally with order negatives: captions rewritten with their events in another order.
 
 Distributed: under ``torchrun --nproc_per_node=N -m vfeval train CONFIG`` every process trains a
 ``DistributedDataParallel`` replica (gloo on CPU, NCCL on GPUs) on its shard of each epoch. Embeddings
 of all processes are gathered before the loss, so the negatives are the whole global batch and the
 gradient is exactly that of the global batch's loss. Only rank 0 writes files.
 
-Reproducibility: the data order is a function of (seed, epoch) and each forward pass's masks of (seed,
-rank, pass index), so no random state is carried from step to step; deterministic algorithms are asked
+Reproducibility: the data order is a function of (seed, epoch) and each forward pass's masks and order
+negatives of (seed, rank, pass index), so no random state is carried from step to step; deterministic algorithms are asked
 for; a run resumed from a checkpoint ends with the weights an uninterrupted run reaches.
 """
 
