@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from vfeval_baselines import tiny_models
 from vfeval_baselines.causal_lm import CausalLM
 

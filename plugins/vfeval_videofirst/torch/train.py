@@ -60,7 +60,7 @@ FINAL = "final.safetensors"
 METRICS = "metrics.jsonl"
 CONFIG = "train_config.json"
 # Options that do not change which weights a run reaches: they may differ when a run is resumed.
-_FREE_ON_RESUME = {"resume", "log_every", "checkpoint_every", "keep_checkpoints", "data.num_workers", "data.cache", "data.captions"}
+_FREE_ON_RESUME = {"resume", "log_every", "checkpoint_every", "keep_checkpoints", "data.num_workers", "data.cache"}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -94,9 +94,10 @@ class Objective(nn.Module):
             v, t = gather(v), gather(t)
             if n is not None:
                 n, valid = gather(n), gather(valid.to(torch.uint8)).bool()
-        if self.kind == "sigmoid":
-            return sigmoid_loss(v, t, self.model.logit_scale, self.bias, n, valid)
-        return infonce(v, t, self.model.logit_scale, n, valid)
+        with torch.autocast(v.device.type, enabled=False):  # the loss in fp32 whatever the towers ran in
+            if self.kind == "sigmoid":
+                return sigmoid_loss(v, t, self.model.logit_scale, self.bias, n, valid)
+            return infonce(v, t, self.model.logit_scale, n, valid)
 
 
 # ---------------------------------------------------------------------------------------------------
