@@ -243,3 +243,20 @@ def test_spec_registration_and_protocol():
     assert protocol["task"] == "egoschema" and protocol["split"] == "full"
     assert set(protocol["metric_versions"]) == {"accuracy", "bootstrap"}
     assert protocol["options"] == {}
+
+
+def test_an_answer_with_no_finite_score_is_wrong_not_option_zero(tmp_path):
+    """An LLM answer with no parseable letter scores -inf everywhere: it must count as wrong."""
+    import numpy as np
+
+    from vfeval.requests import VideoWindow
+    from vfeval.task import Sample, SampleResult
+    from vfeval_benchmarks.egoschema import EgoSchemaConfig, EgoSchemaTask
+
+    task = EgoSchemaTask(EgoSchemaConfig(root=str(tmp_path), split="subset"))
+    sample = Sample("q1", VideoWindow("q1", "x.mp4"), 0, {"question": "?", "options": list("abcde")}, "q1")
+    res = SampleResult(sample, [np.full(5, -np.inf, dtype=np.float32)])
+    assert task.predict(res) == (None, False)
+    scores = task.score([res])
+    assert scores.metrics["accuracy"].value == 0.0
+    assert any("scored no option" in n for n in scores.notes)

@@ -174,9 +174,13 @@ class EgoSchemaTask(Task):
             raise ValueError(
                 f"egoschema {result.sample.id}: expected {NUM_OPTIONS} option scores, got {scores.size}"
             )
+        target = result.sample.target
+        if not np.isfinite(scores).any():
+            # No option has a score (e.g. an LLM answer with no parseable letter): no prediction, and wrong,
+            # never the 20% credit that picking option 0 would give.
+            return None, None if target is None else False
         # np.argmax would pick a NaN over any number; a NaN score must never be the prediction.
         prediction = int(np.argmax(np.where(np.isnan(scores), -np.inf, scores)))
-        target = result.sample.target
         return prediction, None if target is None else prediction == int(target)
 
     def _predictions(self, results: list[SampleResult]) -> list[tuple[SampleResult, int, bool | None]]:
@@ -194,6 +198,10 @@ class EgoSchemaTask(Task):
         scored = self._predictions(results)
         n_failed = len(results) - len(scored)
         notes = [f"{n_failed} of {len(results)} samples failed and are not scored"] if n_failed else []
+        n_none = sum(p is None for _, p, _ in scored)
+        if n_none:
+            notes.append(f"{n_none} answers scored no option (e.g. unparseable): counted wrong, left out of "
+                         "submission.json")
         if self.split == "full":
             return self._score_full(results, scored, notes, seed)
         if not scored:
@@ -227,7 +235,7 @@ class EgoSchemaTask(Task):
                     notes: list[str], seed: int) -> Scores:
         """Not scored: the grader's note, the submission's coverage and checks, and ``subset_accuracy`` (the
         predictions on the questions whose answers are public) when the samples carry those answers."""
-        submission = {r.sample.id: prediction for r, prediction, _ in scored}
+        submission = {r.sample.id: prediction for r, prediction, _ in scored if prediction is not None}
         problems = check_submission(submission, [r.sample.id for r in results])
         checked = (f"submission.json checked: {len(submission)} answers, each an integer 0..{NUM_OPTIONS - 1} "
                    "for a q_uid of questions.json" if not problems
@@ -262,7 +270,7 @@ class EgoSchemaTask(Task):
 
     def write_outputs(self, results: list[SampleResult], run_dir: Path) -> dict[str, str]:
         """``submission.json``: ``{q_uid: predicted index}`` of every sample that did not fail."""
-        submission = {r.sample.id: prediction for r, prediction, _ in self._predictions(results)}
+        submission = {r.sample.id: prediction for r, prediction, _ in self._predictions(results) if prediction is not None}
         problems = _invalid_answers(submission, [r.sample.id for r in results])
         if problems:  # predictions come from predict(), so this is a bug, never something to send the grader
             raise ValueError(f"egoschema submission is invalid: {'; '.join(problems)}")
