@@ -185,7 +185,8 @@ class SuiteRunner:
     # -- steps ----------------------------------------------------------------------------------
     def prepare(self, name: str, step: PrepareStep) -> None:
         if step.creates and all(Path(p).exists() for p in step.creates):
-            self.say(f"prepare {name}: up to date ({', '.join(step.creates)})")
+            more = f" and {len(step.creates) - 1} more" if len(step.creates) > 1 else ""
+            self.say(f"prepare {name}: up to date ({step.creates[0]}{more})")
             return
         args = shlex.split(step.command)
         self.say(f"prepare {name}: vfeval {step.command}")
@@ -258,7 +259,8 @@ class SuiteRunner:
 
         results = Path(lb.results)
         for outcome in self.outcome.runs:
-            add_run(outcome.run_dir, results, replace=True)
+            for note in add_run(outcome.run_dir, results, replace=True).notes:
+                self.say(f"leaderboard: {outcome.run_dir}: {note}")
         if self.outcome.curves:
             (results / "training").mkdir(parents=True, exist_ok=True)
             for name, path in self.outcome.curves.items():
@@ -269,18 +271,19 @@ class SuiteRunner:
 
     def summary(self) -> None:
         table = Table(title=f"suite {self.cfg.name}: headline metric [95% CI]")
-        pipes = list(self.cfg.pipelines)
-        table.add_column("task")
-        for p in pipes:
-            table.add_column(p, justify="right")
+        tasks = list(self.cfg.tasks)
+        table.add_column("pipeline")
+        for t in tasks:
+            table.add_column(t, justify="right")
         cells: dict[tuple[str, str], str] = {}
         for o in self.outcome.runs:
             m = o.result["metrics"].get(o.result.get("headline"))
             ci = m.get("ci95") if m else None
             text = "—" if not m else f"{m['value']:.1f}" + (f" [{ci[0]:.1f}, {ci[1]:.1f}]" if ci else "")
             cells[(o.run_dir.parent.name, o.run_dir.name)] = text
-        for t in self.cfg.tasks:
-            table.add_row(t, *[cells.get((t, p), "") for p in pipes])
+        for p in self.cfg.pipelines:
+            if any((t, p) in cells for t in tasks):
+                table.add_row(p, *[cells.get((t, p), "") for t in tasks])
         self.console.print(table)
         self.say(f"{len(self.outcome.runs)} runs in {self.outcome.wall_s:.0f} s"
                  + (f"; {len(self.outcome.skipped)} steps skipped (see above)" if self.outcome.skipped else ""))

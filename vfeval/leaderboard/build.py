@@ -27,10 +27,9 @@ MARKER = ".vfeval-site"
 """Written into every built site, so that a rebuild may replace it and no other folder is ever emptied."""
 TEMPLATES = Path(__file__).with_name("templates")
 COLUMNS = (
-    ("rank", "#"), ("run", "run"), ("family", "family"), ("encoder", "encoder"), ("aggregator", "aggregator"),
-    ("backend", "backend"), ("frames", "frames"), ("sampling", "sampling"), ("masking", "masking"),
-    ("parameters", "parameters"), ("value", "metric [95% CI]"), ("n", "n"), ("failed", "failed"),
-    ("wall_s", "cost"),
+    ("rank", "#"), ("run", "run"), ("value", "metric [95% CI]"), ("family", "family"), ("encoder", "encoder"),
+    ("aggregator", "aggregator"), ("backend", "backend"), ("frames", "frames"), ("sampling", "sampling"),
+    ("masking", "masking"), ("parameters", "parameters"), ("n", "n"), ("failed", "failed"), ("wall_s", "cost"),
 )
 MAIN_FAMILIES = ("video-first", "llm-over-segments", "image-first", "baseline")
 
