@@ -248,10 +248,10 @@ def test_spec_registration_and_protocol():
 def test_an_answer_with_no_finite_score_is_wrong_not_option_zero(tmp_path):
     """An LLM answer with no parseable letter scores -inf everywhere: it must count as wrong."""
     import numpy as np
+    from vfeval_benchmarks.egoschema import EgoSchemaConfig, EgoSchemaTask
 
     from vfeval.requests import VideoWindow
     from vfeval.task import Sample, SampleResult
-    from vfeval_benchmarks.egoschema import EgoSchemaConfig, EgoSchemaTask
 
     task = EgoSchemaTask(EgoSchemaConfig(root=str(tmp_path), split="subset"))
     sample = Sample("q1", VideoWindow("q1", "x.mp4"), 0, {"question": "?", "options": list("abcde")}, "q1")
