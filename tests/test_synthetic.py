@@ -133,17 +133,43 @@ def test_videos_show_the_events(runs):
     assert np.abs(frames[0].astype(int) - 48).max() < 10  # before the first event: background only
 
 
-def test_train_split_captions_the_whole_sequence(runs):
+def test_train_split_captions_the_sequence_and_states_only_true_facts(runs):
     root = runs["a"] / "train"
     lines = [json.loads(line) for line in (root / "captions.jsonl").read_text().splitlines()]
-    assert len(lines) == SMALL["n_train_videos"]
     eval_captions = {
         Scene.from_dict(r["scene"]).caption() for r in _load(runs["a"], "synthetic_events.json").values()
     }
+    by_video: dict[str, list[str]] = {}
     for line in lines:
         assert list(line) == ["video", "caption", "start", "end"] and line["start"] is line["end"] is None
-        assert (root / line["video"]).is_file()
-        assert line["caption"].count(", then ") == 3 and line["caption"] not in eval_captions
+        by_video.setdefault(line["video"], []).append(line["caption"])
+    assert len(by_video) == SMALL["n_train_videos"]
+    for i, (video, captions) in enumerate(sorted(by_video.items())):
+        assert (root / video).is_file()
+        scene = make_scene(rng_for(0, "train", i), SMALL["duration"], 4)
+        assert captions[0] == scene.caption() and scene.caption() not in eval_captions
+        # Every fact, read back as the answer to the question it states, is what the solver says.
+        for fact in captions[1:]:
+            q = _question_stated_by(fact)
+            assert correct_options(scene.events, q) == [0], fact
+        kinds = [_question_stated_by(f).qtype for f in captions[1:]]
+        assert kinds.count("order") == kinds.count("last") == 1 and kinds.count("after") == 3
+        assert kinds.count("count") == len(SHAPES) and kinds.count("absent") == len(COLOURS) - 4
+
+
+def _question_stated_by(fact: str) -> Question:
+    """The one-option question whose right answer ``fact`` states."""
+    if fact.startswith("the colours appeared in this order: "):
+        return Question("order", "", (fact.split(": ", 1)[1],), 0)
+    if fact.startswith("the shape that appeared right after the "):
+        colour, shape, _, answer = fact.removeprefix("the shape that appeared right after the ").split()
+        return Question("after", "", (answer,), 0, {"colour": colour, "shape": shape})
+    if fact.startswith("the last shape to appear was "):
+        return Question("last", "", (fact.rsplit(" ", 1)[1],), 0)
+    if fact.endswith(" never appeared in the video"):
+        return Question("absent", "", (fact.split()[0],), 0)
+    shapes, number = fact.split("s that appeared in the video: ")
+    return Question("count", "", (number,), 0, {"shape": shapes})
 
 
 def test_readme_and_refusing_foreign_folders(runs, tmp_path):

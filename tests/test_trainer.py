@@ -69,14 +69,20 @@ def metrics(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_loss_decreases_on_a_tiny_set(tmp_path, data, host):
+@pytest.mark.parametrize(
+    "loss, text",
+    [("{kind: infonce}", "bytes"), ("{kind: infonce, captions: all, order_negatives: true}", "words")],
+    ids=["one-caption-bytes", "all-captions-words"],
+)
+def test_loss_decreases_on_a_tiny_set(tmp_path, data, host, loss, text):
     config = write_config(
         tmp_path,
         data,
         optim="{lr: 3.0e-4, warmup_steps: 5, steps: 60, batch_size: 8}",
-        loss="{kind: infonce}",
+        loss=loss,
         checkpoint_every="0",
     )
+    config.write_text(config.read_text().replace("text: bytes", f"text: {text}"))
     final = train(config, host)
     losses = [m["loss"] for m in metrics(final.parent)]
     assert len(losses) == 60 and all(np.isfinite(losses))
@@ -269,7 +275,7 @@ def test_captions_may_be_a_csv_of_windows(tmp_path, data):
     rows = [f"{os.path.relpath(v, tmp_path)},a caption {i},{i},{i + 2}" for i, v in enumerate(videos[:3])]
     csv.write_text("video,caption,start,end\n" + "\n".join(rows) + "\n")
     pairs = read_captions(csv)
-    assert [(p.caption, p.start, p.end) for p in pairs] == [(f"a caption {i}", i, i + 2) for i in range(3)]
+    assert [(p.captions, p.start, p.end) for p in pairs] == [((f"a caption {i}",), i, i + 2) for i in range(3)]
     assert pairs[0].video == str(videos[0].resolve())
     csv.write_text("video,caption\nnowhere.mp4,x\n")
     with pytest.raises(UsageError, match="1 of the 1 videos .* are missing"):
@@ -286,3 +292,79 @@ def test_the_plugin_registers_the_trainer_without_importing_torch():
                          env={**os.environ, "VFEVAL_PLUGINS": "videofirst"})
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "vfeval_videofirst.torch.train:train"
+
+
+def test_order_negatives_move_whole_events_and_word_dropout_keeps_the_connectives():
+    import random
+
+    from vfeval_videofirst.torch.losses import drop_words, reorder
+
+    caption = "a red circle moves left, then a blue square moves up, then a green triangle moves down"
+    rng = random.Random(0)
+    for _ in range(20):
+        other = reorder(caption, rng)
+        assert other != caption and sorted(other.split(", then ")) == sorted(caption.split(", then "))
+        shorter = drop_words(caption, 0.5, rng)
+        events = shorter.split(", then ")
+        assert len(events) == 3 and all(e.strip() for e in events)
+        assert all(set(e.split()) <= set(c.split()) for e, c in zip(events, caption.split(", then ")))
+    assert reorder("Cut the onions, and then fry them. Then serve.", random.Random(1)) in {
+        "Fry them, and then cut the onions. Then serve.",
+        "Fry them, and then serve. Then cut the onions.",
+        "Serve, and then cut the onions. Then fry them.",
+        "Serve, and then fry them. Then cut the onions.",
+        "Cut the onions, and then serve. Then fry them.",
+    }
+    assert reorder("a dog runs", rng) is None and reorder("x, then x", rng) is None
+
+
+def test_rows_naming_one_window_are_one_clip_with_every_caption(tmp_path, data):
+    from vfeval_videofirst.torch.data import read_captions
+
+    video = sorted((data / "train" / "videos").glob("*.mp4"))[0]
+    rows = [{"video": str(video), "caption": c, "start": s} for c, s in [("a", None), ("b", 2), ("c", None)]]
+    path = tmp_path / "c.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    clips = read_captions(path)
+    assert [(c.captions, c.start) for c in clips] == [(("a", "c"), None), (("b",), 2.0)]
+
+
+def test_a_caption_shared_by_two_clips_is_no_negative_for_either():
+    from vfeval_videofirst.torch.losses import infonce, sigmoid_loss
+
+    g = torch.Generator().manual_seed(0)
+    video, text, scale = torch.randn(3, 8, generator=g), torch.randn(3, 8, generator=g), torch.tensor(1.5)
+    logits = scale.exp() * torch.nn.functional.normalize(video, dim=-1) @ torch.nn.functional.normalize(text, dim=-1).T
+    clip = (torch.nn.functional.cross_entropy(logits, torch.arange(3)) + torch.nn.functional.cross_entropy(logits.T, torch.arange(3))) / 2
+    torch.testing.assert_close(infonce(video, text, scale), clip)  # one caption per clip: CLIP's loss
+
+    # Text 0 is also a caption of clip 1: that pair leaves both softmaxes and becomes a positive pair.
+    positives = torch.eye(3, dtype=torch.bool)
+    positives[1, 0] = True
+    g = logits
+    pairs = [  # (row logit, the other logits it competes with), video → text then text → video
+        (g[0, 0], g[0, [1, 2]]), (g[1, 0], g[1, [2]]), (g[1, 1], g[1, [2]]), (g[2, 2], g[2, [0, 1]]),
+        (g[0, 0], g[[2], 0]), (g[1, 0], g[[2], 0]), (g[1, 1], g[[0, 2], 1]), (g[2, 2], g[[0, 1], 2]),
+    ]
+    by_hand = [torch.logsumexp(torch.cat([x[None], rest]), 0) - x for x, rest in pairs]
+    expected = (torch.stack(by_hand[:4]).mean() + torch.stack(by_hand[4:]).mean()) / 2
+    torch.testing.assert_close(infonce(video, text, scale, positives), expected)
+    # SigLIP: the shared pair counts as a match.
+    bias = torch.tensor(-1.0)
+    signs = 2 * positives.float() - 1
+    by_pair = -torch.nn.functional.logsigmoid(signs * (logits + bias)).sum() / 3
+    torch.testing.assert_close(sigmoid_loss(video, text, scale, bias, positives), by_pair)
+
+
+def test_hashed_words_give_any_text_ids_that_do_not_depend_on_the_process():
+    from vfeval_videofirst.torch.model import WORD_BUCKETS, word_tokenize
+
+    tokens = word_tokenize(["The last shape was BLUE.", "the last shape was blue .", "zyzzyva"], length=8)
+    ids, mask = tokens["ids"], tokens["mask"]
+    assert torch.equal(ids[0], ids[1])  # case and spacing do not matter; punctuation is a token
+    assert ids[0, 0] == 1 and mask[0].sum() == 7 and mask[2].sum() == 2
+    assert int(ids.max()) < WORD_BUCKETS and ids[2, 1] >= 2  # an unseen word has an id too
+    code = "from vfeval_videofirst.torch.model import word_tokenize; print(word_tokenize(['blue'], 4)['ids'].tolist())"
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout.strip() for seed in (1, 2)}
+    assert outs == {str(word_tokenize(["blue"], 4)["ids"].tolist())}

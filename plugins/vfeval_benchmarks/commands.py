@@ -32,7 +32,7 @@ def add_data_commands(app: typer.Typer) -> None:
         videos: int = typer.Option(
             100, help="Evaluation videos per format (EgoSchema questions, MSR-VTT test, YouCook2 validation)."
         ),
-        train_videos: int = typer.Option(400, help="Captioned training videos (0 for none)."),
+        train_videos: int = typer.Option(1000, help="Captioned training videos (0 for none)."),
         formats: list[str] = typer.Option(
             ["egoschema"], help="Benchmark formats to write, any of egoschema, msrvtt, youcook2; repeat or "
             "comma-separate (e.g. --formats egoschema,msrvtt,youcook2)."

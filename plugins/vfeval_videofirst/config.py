@@ -21,8 +21,8 @@ VARIANTS: dict[str, dict[str, int]] = {
     "L": dict(width=1024, depth=24, heads=16, mlp=4096),
 }
 
-# The small trainable text tower used when no CLIP text tower is wanted (``text="bytes"``): UTF-8 bytes
-# as tokens, so it needs no vocabulary file and can be trained from scratch offline.
+# The small trainable text tower used when no CLIP text tower is wanted (``text="bytes"`` or ``"words"``):
+# UTF-8 bytes or hashed words as tokens, so it needs no vocabulary file and can be trained from scratch offline.
 BYTE_TEXT_DEPTH = 2
 BYTE_TEXT_LENGTH = 64
 
@@ -32,7 +32,7 @@ CHOICES = {
     "mask": ("none", "random", "tube", "block"),
     "init": ("none", "clip"),
     "inflation": ("central", "average"),
-    "text": ("clip", "bytes", "none"),
+    "text": ("clip", "bytes", "words", "none"),
     "pool": ("cls", "mean"),
     "device": ("auto", "cpu", "cuda"),
 }
@@ -74,9 +74,10 @@ class VideoFirstConfig(EncoderConfig):
     embed_dim: int = 512
     """Dimension of the joint video-text space (CLIP's projection_dim when inflating)."""
     text: str = "clip"
-    """clip: CLIP's text tower and tokenizer; bytes: a small byte-level tower; none: no text."""
+    """clip: CLIP's text tower and tokenizer; bytes / words: a small tower over UTF-8 bytes / hashed words
+    (trained from scratch, no vocabulary file); none: no text."""
     text_length: int = BYTE_TEXT_LENGTH
-    """Tokens the byte-level tower reads (``text=bytes``), start token included; longer texts are cut."""
+    """Tokens the small tower reads (``text=bytes`` or ``words``), start token included; longer texts are cut."""
     pool: str = "cls"
     """cls: mean of the per-slice class tokens (reproduces CLIP on a static video); mean: mean of patch tokens."""
     seed: int = 0
@@ -132,7 +133,7 @@ def validate(cfg: VideoFirstConfig) -> None:
         raise UsageError(
             f"videofirst: image_size {cfg.image_size} is not a multiple of the tubelet's {h}x{w}"
         )
-    if cfg.text == "bytes" and cfg.text_length < 2:
+    if cfg.text in ("bytes", "words") and cfg.text_length < 2:
         raise UsageError(f"videofirst: text_length must be at least 2, got {cfg.text_length}")
     if cfg.num_frames < 1:
         raise UsageError(f"videofirst: num_frames must be positive, got {cfg.num_frames}")

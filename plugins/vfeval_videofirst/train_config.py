@@ -30,6 +30,9 @@ class DataConfig:
     """Which frames of each video (or of its ``[start, end)`` window) a training clip holds."""
     num_workers: int = 0
     """DataLoader processes decoding videos (0: in the training process)."""
+    word_dropout: float = 0.0
+    """Drop each word of a training caption with this probability (keeping one per event and the temporal
+    connectives): captions of many lengths, so order is learnt from the connectives, not byte offsets."""
     cache: bool = False
     """Keep decoded clips in memory after the first epoch (small data sets: T x H x W x 3 bytes per pair)."""
 
@@ -65,6 +68,10 @@ class LossConfig:
     learn_temperature: bool = True
     bias: float = -10.0
     """Initial logit bias of the sigmoid loss (learned with it)."""
+    captions: str = "one"
+    """Which captions of a clip a batch holds: ``one`` drawn per clip per visit (CLIP's way), or ``all`` of
+    them (each a positive of every clip in the batch that has it; small text towers only: the batch then
+    embeds every caption of every clip)."""
     order_negatives: bool = False
     """Add, for each caption that lists events with temporal connectives ("..., then ..."), the same caption
     with its events in another order as a negative for every video: teaches order, which a batch of
@@ -80,6 +87,11 @@ class StageConfig:
     """Train only the last K blocks of the video transformer (and its final norm and projection); -1 trains all."""
     train_text: bool = True
     """Whether the text tower learns in this stage."""
+    time_embedding_std: float = 0.0
+    """From scratch only (``model.init=none``, no ``init_from``): draw the temporal position table from
+    N(0, std^2), seeded by ``model.seed``, instead of zeros. The zero table (what inflation needs) leaves
+    every slice alike, and a small random one is drowned by the tokens' scale: a from-scratch model then
+    learns when things happen very slowly. 0 keeps the model's zeros."""
 
 
 @dataclass
@@ -125,6 +137,8 @@ def validate(cfg: TrainConfig) -> None:
         raise bad("model.text", "none", "contrastive training needs a text tower (clip or bytes)")
     if cfg.loss.kind not in LOSSES:
         raise bad("loss.kind", cfg.loss.kind, f"use one of {', '.join(LOSSES)}")
+    if cfg.loss.captions not in ("one", "all"):
+        raise bad("loss.captions", cfg.loss.captions, "use one or all")
     if cfg.loss.temperature is not None and not cfg.loss.temperature > 0:
         raise bad("loss.temperature", cfg.loss.temperature, "it must be positive")
     o = cfg.optim
@@ -139,11 +153,21 @@ def validate(cfg: TrainConfig) -> None:
         raise bad("optim.lr", o.lr, "it must be positive and at least optim.min_lr")
     if o.clip_grad < 0 or o.weight_decay < 0:
         raise UsageError("config: 'optim.clip_grad' and 'optim.weight_decay' cannot be negative")
+    if not 0 <= cfg.data.word_dropout < 1:
+        raise bad("data.word_dropout", cfg.data.word_dropout, "use a probability in [0, 1)")
     if cfg.data.num_workers < 0:
         raise bad("data.num_workers", cfg.data.num_workers, "it cannot be negative")
     depth = architecture(cfg.model)["depth"]
     if not -1 <= cfg.stage.trainable_layers <= depth:
         raise bad("stage.trainable_layers", cfg.stage.trainable_layers, f"use -1 (all) or 0..{depth}")
+    if cfg.stage.time_embedding_std < 0 or (
+        cfg.stage.time_embedding_std and (cfg.model.init != "none" or cfg.stage.init_from)
+    ):
+        raise bad(
+            "stage.time_embedding_std",
+            cfg.stage.time_embedding_std,
+            "only a model trained from scratch (model.init=none, no stage.init_from) gets a drawn table",
+        )
     if cfg.stage.init_from and not cfg.stage.init_from.endswith(".safetensors"):
         raise bad("stage.init_from", cfg.stage.init_from, "it must be a .safetensors checkpoint")
     for key in ("checkpoint_every", "keep_checkpoints"):

@@ -80,7 +80,7 @@ def write_synthetic(
     formats: Iterable[str] = ("egoschema",),
     *,
     n_videos: int = 100,
-    n_train_videos: int = 400,
+    n_train_videos: int = 1000,
     duration: float = 24.0,
     n_events: int = 4,
     fps: int = 4,

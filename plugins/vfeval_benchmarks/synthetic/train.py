@@ -2,9 +2,12 @@
 
 Written under ``out_dir/train/``: ``videos/*.mp4`` and ``captions.jsonl``, one JSON object per line,
 ``{"video": "videos/train_00000.mp4", "caption": "...", "start": null, "end": null}`` with paths
-relative to the folder of the jsonl. Each caption describes the whole event sequence in order, so a
-model trained on them must learn what happens when, over the whole video. The scenes come from their
-own seed stream, never the evaluation videos'.
+relative to the folder of the jsonl. Each video has several captions, as a video of MSR-VTT has
+twenty: one describes the whole event sequence in order, the others state single facts about the
+whole video in plain sentences (the order of the colours, which shape came right after another, the
+last one, how many of each shape, which colours never appeared). A model trained on them must learn
+what happens when, over the whole video. The scenes come from their own seed stream, never the
+evaluation videos'.
 """
 
 from __future__ import annotations
@@ -14,23 +17,43 @@ from pathlib import Path
 
 from vfeval.errors import UsageError
 
+from .questions import NUMBER_WORDS
 from .render import write_videos
-from .scenes import make_scene, rng_for
+from .scenes import COLOURS, SHAPES, Scene, make_scene, rng_for
 
 SPLIT = "train"
 README = """\
 - `train/`: {n} training videos ({duration:g} s, {fps} fps, {size}x{size}) in `videos/`, and
   `captions.jsonl`, one `{{"video", "caption", "start", "end"}}` object per line (paths relative to
-  `train/`; `start`/`end` null: the caption covers the whole video). Captions list the events in
-  order ("a red circle moves left, then ..."). Drawn from a seed stream separate from the
+  `train/`; `start`/`end` null: the caption covers the whole video). Each video has several lines:
+  one lists the events in order ("a red circle moves left, then ..."), the others state facts about
+  the whole video ("the colours appeared in this order: red, then blue, ...", "the shape that appeared
+  right after the red circle was blue", "the last shape to appear was green", "circles that appeared in
+  the video: two", "yellow never appeared in the video"). Drawn from a seed stream separate from the
   evaluation videos.
 """
+
+
+def captions(scene: Scene) -> list[str]:
+    """Every caption of a training scene: the event sequence, then the facts about the whole video."""
+    events = scene.events
+    colours = [e.colour for e in events]
+    facts = [scene.caption(), "the colours appeared in this order: " + ", then ".join(colours)]
+    facts += [
+        f"the shape that appeared right after the {a.colour} {a.shape} was {b.colour}"
+        for a, b in zip(events, events[1:])
+    ]
+    facts.append(f"the last shape to appear was {colours[-1]}")
+    facts += [f"{s}s that appeared in the video: {NUMBER_WORDS[sum(e.shape == s for e in events)]}" for s in SHAPES]
+    facts += [f"{c} never appeared in the video" for c in COLOURS if c not in colours]
+    return facts
+
 
 
 def write_train(
     out_dir: str | Path,
     seed: int = 0,
-    n_videos: int = 400,
+    n_videos: int = 1000,
     *,
     duration: float = 24.0,
     n_events: int = 4,
@@ -47,7 +70,7 @@ def write_train(
         scene = make_scene(rng_for(seed, SPLIT, i), duration, n_events)
         name = f"videos/train_{i:05d}.mp4"
         jobs.append((scene, root / name))
-        lines.append(json.dumps({"video": name, "caption": scene.caption(), "start": None, "end": None}))
+        lines += [json.dumps({"video": name, "caption": c, "start": None, "end": None}) for c in captions(scene)]
     (root / "videos").mkdir(parents=True, exist_ok=True)
     (root / "captions.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     write_videos(jobs, fps, size, size, workers)

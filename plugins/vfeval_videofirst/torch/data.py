@@ -5,6 +5,10 @@ The captions file is JSONL (``{"video", "caption", "start", "end"}`` per line) o
 ``start``/``end`` (seconds, empty or null for the whole video) choose a window. Frames are decoded with
 ``vfeval.video.read_window`` in DataLoader workers.
 
+Rows that name the same window are one training clip with several captions (as MSR-VTT gives each
+video twenty): an epoch visits each clip once, with one of its captions drawn per visit, so a clip never
+meets itself as a negative in a batch.
+
 The order of the data is a pure function of (seed, epoch): each epoch is a ``DistributedSampler``
 permutation sharded over the processes, cut into micro-batches. A run resumed at optimizer step ``s``
 starts from the micro-batch an uninterrupted run would have reached, without decoding the ones before.
@@ -30,9 +34,11 @@ from vfeval.video import read_window
 
 @dataclass(frozen=True)
 class Pair:
+    """One training clip: a video window and every caption given to it."""
+
     video: str
     """Absolute path of the video file."""
-    caption: str
+    captions: tuple[str, ...]
     start: float | None = None
     end: float | None = None
 
@@ -70,12 +76,14 @@ def read_captions(path: str | Path) -> list[Pair]:
             rows = [(f"{path}:{n}", row) for n, row in enumerate(reader, 2)]
     else:
         raise UsageError(f"captions file {path} must end in .jsonl or .csv")
-    pairs = []
+    clips: dict[tuple[str, float | None, float | None], list[str]] = {}
     for where, row in rows:
         if not isinstance(row, dict) or not row.get("video") or not isinstance(row.get("caption"), str):
             raise UsageError(f"{where}: each entry needs a 'video' path and a 'caption' string")
         video = (path.parent / str(row["video"])).resolve()
-        pairs.append(Pair(str(video), row["caption"], _seconds(row.get("start"), where), _seconds(row.get("end"), where)))
+        key = (str(video), _seconds(row.get("start"), where), _seconds(row.get("end"), where))
+        clips.setdefault(key, []).append(row["caption"])
+    pairs = [Pair(video, tuple(captions), start, end) for (video, start, end), captions in clips.items()]
     if not pairs:
         raise UsageError(f"captions file {path} lists no pairs")
     missing = [p.video for p in pairs if not Path(p.video).is_file()]
@@ -85,7 +93,7 @@ def read_captions(path: str | Path) -> list[Pair]:
 
 
 class CaptionedVideos(Dataset):
-    """Item i: ``(uint8 [T, H, W, 3] frames of pair i's window, its caption)``.
+    """Item i: ``(uint8 [T, H, W, 3] frames of clip i's window, its captions)``.
 
     With ``cache`` each process keeps the clips it decoded, so later epochs decode nothing: for data
     small enough to hold in memory (``T x H x W x 3`` bytes per pair, per decoding process).
@@ -99,10 +107,10 @@ class CaptionedVideos(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, i: int) -> tuple[np.ndarray, str]:
+    def __getitem__(self, i: int) -> tuple[np.ndarray, tuple[str, ...], int]:
         pair = self.pairs[i]
         if self.cache is not None and i in self.cache:
-            return self.cache[i], pair.caption
+            return self.cache[i], pair.captions, i
         try:
             (clip,) = read_window(VideoWindow(str(i), pair.video, pair.start, pair.end), self.sampling)
         except DataError as exc:
@@ -110,18 +118,23 @@ class CaptionedVideos(Dataset):
             raise UsageError(f"training video {pair.video} cannot be read: {exc}") from exc
         if self.cache is not None:
             self.cache[i] = clip.frames
-        return clip.frames, pair.caption
+        return clip.frames, pair.captions, i
 
 
-def collate(items: list[tuple[np.ndarray, str]]) -> tuple[torch.Tensor, list[str]]:
-    """Stack clips into ``uint8 [B, T, H, W, 3]``; captions stay strings (tokenized by the text tower)."""
-    shapes = {frames.shape for frames, _ in items}
+Batch = tuple[torch.Tensor, list[tuple[str, ...]], list[int]]
+
+
+def collate(items: list[tuple[np.ndarray, tuple[str, ...], int]]) -> Batch:
+    """Stack clips into ``uint8 [B, T, H, W, 3]``; captions stay strings (the training loop picks the
+    texts of the batch and the text tower tokenizes them); the clips' indices come along."""
+    shapes = {frames.shape for frames, _, _ in items}
     if len(shapes) > 1:
         raise UsageError(
             f"training clips differ in shape ({', '.join(map(str, sorted(shapes)))}); set data.sampling.crop "
             "so that every clip has the same size"
         )
-    return torch.from_numpy(np.stack([frames for frames, _ in items])), [caption for _, caption in items]
+    frames, captions, index = zip(*items)
+    return torch.from_numpy(np.stack(frames)), list(captions), list(index)
 
 
 class Schedule:
@@ -142,7 +155,7 @@ class Schedule:
         if self.steps_per_epoch < 1:
             need = batch_size * grad_accum * world
             raise UsageError(
-                f"{n} training pairs are fewer than one optimizer step needs ({need} = optim.batch_size x "
+                f"{n} training clips are fewer than one optimizer step needs ({need} = optim.batch_size x "
                 "optim.grad_accum x processes); lower optim.batch_size or add data"
             )
 
@@ -159,7 +172,7 @@ class Schedule:
 
 def micro_batches(
     dataset: CaptionedVideos, schedule: Schedule, start_step: int, num_workers: int
-) -> Iterator[tuple[torch.Tensor, list[str]]]:
+) -> Iterator[Batch]:
     """Endless micro-batches from optimizer step ``start_step`` on, decoded by ``num_workers`` processes
     (the same ones for the whole run, so a decoded-clip cache lasts)."""
 

@@ -36,7 +36,7 @@ from vfeval_videofirst.config import (
     validate,
 )
 from vfeval_videofirst.torch import inflate
-from vfeval_videofirst.torch.model import ByteTextTower, DualEncoder, VideoTransformer
+from vfeval_videofirst.torch.model import DualEncoder, SmallTextTower, VideoTransformer
 
 # CLIP's pixel statistics (RGB, on [0, 1]); used for every init so checkpoints stay interchangeable.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -95,14 +95,15 @@ def build_model(cfg: VideoFirstConfig) -> tuple[DualEncoder, str]:
         )
         if cfg.text == "clip":
             text = inflate.clip_text_tower(clip_config, inflate.load_tokenizer(cfg.clip_model), clip)
-        elif cfg.text == "bytes":
-            text = ByteTextTower(
+        elif cfg.text in ("bytes", "words"):
+            text = SmallTextTower(
                 width=arch["width"],
                 depth=BYTE_TEXT_DEPTH,
                 heads=arch["heads"],
                 mlp=arch["mlp"],
                 embed_dim=cfg.embed_dim,
                 length=cfg.text_length,
+                tokens=cfg.text,
             )
         else:
             text = None

@@ -34,43 +34,83 @@ def reorder(caption: str, rng: random.Random) -> str | None:
     kept in place; None when it lists fewer than two different events."""
     body = caption.rstrip(".!? ")
     end = caption[len(body) :]  # the final stop stays at the end
+    head, colon, body = body.rpartition(": ") if ": " in CONNECTIVES.split(body)[0] else ("", "", body)
+    head += colon  # "the colours appeared in this order: " introduces the list and stays in front
     parts = CONNECTIVES.split(body)
     clauses, joints = parts[0::2], parts[1::2]
     if len(set(clauses)) < 2:
         return None
-    capital = caption[:1].isupper()
+    capital = body[:1].isupper()
     if capital:
         clauses = [c[:1].lower() + c[1:] for c in clauses]
     order = list(range(len(clauses)))
     while [clauses[i] for i in order] == clauses:
         rng.shuffle(order)
     out = clauses[order[0]] + "".join(j + clauses[i] for j, i in zip(joints, order[1:]))
-    return (out[:1].upper() + out[1:] if capital else out) + end
+    return head + (out[:1].upper() + out[1:] if capital else out) + end
+
+
+def drop_words(caption: str, ratio: float, rng: random.Random) -> str:
+    """``caption`` with each word of each clause dropped with probability ``ratio`` (one word per clause
+    always stays); the temporal connectives stay, so the events keep their order and their count.
+
+    Random deletion (Wei and Zou 2019, "EDA") of the caption's words: texts of many lengths, so that
+    where a word sits in bytes stops telling which event it belongs to, and the text tower learns order
+    from the connectives, which is what carries over to texts written otherwise (a question's options).
+    """
+    if ratio <= 0:
+        return caption
+    parts = CONNECTIVES.split(caption)
+    for k in range(0, len(parts), 2):
+        words = parts[k].split()
+        if len(words) > 1:
+            kept = [w for w in words if rng.random() >= ratio]
+            parts[k] = " ".join(kept) if kept else rng.choice(words)
+    return "".join(parts)
 
 
 def infonce(
     video: torch.Tensor,
     text: torch.Tensor,
     logit_scale: torch.Tensor,
+    positives: torch.Tensor | None = None,
     negatives: torch.Tensor | None = None,
     valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Symmetric InfoNCE over matching pairs. video, text: ``[B, E]`` → scalar.
+    """Symmetric InfoNCE. video ``[B, E]``, text ``[K, E]`` → scalar.
 
-    ``negatives`` ``[N, E]`` are extra texts that compete as captions of every video (video→text only);
-    ``valid`` ``[N]`` bool marks the rows that are real negatives.
+    ``positives`` ``[B, K]`` bool marks which texts are captions of which video (None: the diagonal,
+    CLIP's one caption per video). A text that is a caption of several videos in the batch ("the last
+    shape to appear was blue") is no negative for any of them: every positive pair is scored against
+    the negatives of its row (video → text) and of its column (text → video) only, and the loss is the
+    mean over positive pairs of both. With one caption per video this is exactly CLIP's loss.
+
+    ``negatives`` ``[N, E]`` are extra texts that compete as captions of every video (video → text
+    only); ``valid`` ``[N]`` or ``[B, N]`` bool marks where they are real negatives.
     """
     video, text = F.normalize(video, dim=-1), F.normalize(text, dim=-1)
     scale = logit_scale.exp()
-    logits = scale * video @ text.T  # [B, B], matches on the diagonal
-    target = torch.arange(len(logits), device=logits.device)
-    to_video = F.cross_entropy(logits.T, target)
+    logits = scale * video @ text.T  # [B, K]
+    if positives is None:
+        positives = torch.eye(len(video), len(text), dtype=torch.bool, device=logits.device)
+    extra = None
     if negatives is not None:
         extra = scale * video @ F.normalize(negatives, dim=-1).T  # [B, N]
         if valid is not None:
-            extra = extra.masked_fill(~valid[None, :], float("-inf"))
-        logits = torch.cat([logits, extra], dim=1)
-    return (F.cross_entropy(logits, target) + to_video) / 2
+            extra = extra.masked_fill(~(valid if valid.dim() == 2 else valid[None, :]), float("-inf"))
+    to_text = _positive_pairs_loss(logits, positives, extra)
+    to_video = _positive_pairs_loss(logits.T, positives.T, None)
+    return (to_text + to_video) / 2
+
+
+def _positive_pairs_loss(logits: torch.Tensor, positives: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
+    """Mean over positive pairs (i, k) of ``-log(exp(l_ik) / (exp(l_ik) + sum of exp over row i's negatives))``."""
+    negatives = logits.masked_fill(positives, float("-inf"))
+    if extra is not None:
+        negatives = torch.cat([negatives, extra], dim=1)
+    rest = torch.logsumexp(negatives, dim=1, keepdim=True)  # [B, 1]; -inf for a row without negatives
+    per_pair = torch.logaddexp(logits, rest) - logits
+    return per_pair[positives].mean()
 
 
 def sigmoid_loss(
@@ -78,22 +118,29 @@ def sigmoid_loss(
     text: torch.Tensor,
     logit_scale: torch.Tensor,
     bias: torch.Tensor,
+    positives: torch.Tensor | None = None,
     negatives: torch.Tensor | None = None,
     valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """SigLIP's pairwise logistic loss, summed over pairs and divided by B. video, text: ``[B, E]`` → scalar.
+    """SigLIP's pairwise logistic loss, summed over pairs and divided by B. video ``[B, E]``, text ``[K, E]``
+    → scalar.
 
-    ``negatives`` ``[N, E]`` (rows marked by ``valid``) add ``B x N`` pairs that are all non-matching.
+    ``positives`` ``[B, K]`` bool marks the matching pairs (None: the diagonal); every other pair is a
+    non-match. ``negatives`` ``[N, E]`` (where ``valid``, ``[N]`` or ``[B, N]``) add non-matching pairs.
     """
     video, text = F.normalize(video, dim=-1), F.normalize(text, dim=-1)
     scale = logit_scale.exp()
-    logits = scale * video @ text.T + bias  # [B, B]
-    signs = 2 * torch.eye(len(logits), device=logits.device) - 1  # +1 on the diagonal, -1 elsewhere
+    logits = scale * video @ text.T + bias  # [B, K]
+    if positives is None:
+        positives = torch.eye(len(video), len(text), dtype=torch.bool, device=logits.device)
+    signs = 2 * positives.to(logits.dtype) - 1  # +1 for matching pairs, -1 elsewhere
     loss = -F.logsigmoid(signs * logits).sum()
     if negatives is not None:
         extra = -F.logsigmoid(-(scale * video @ F.normalize(negatives, dim=-1).T + bias))  # [B, N]
-        loss = loss + (extra if valid is None else extra * valid[None, :]).sum()
-    return loss / len(logits)
+        if valid is not None:
+            extra = extra * (valid if valid.dim() == 2 else valid[None, :])
+        loss = loss + extra.sum()
+    return loss / len(video)
 
 
 class _ScaleGrad(torch.autograd.Function):
@@ -105,6 +152,18 @@ class _ScaleGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         return grad * ctx.factor, None
+
+
+def gather_padded(x: torch.Tensor, fill: float = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``gather`` for ``[n, ...]`` whose ``n`` differs between processes: each pads to the largest ``n``
+    with ``fill``. Returns the gathered rows and ``bool [world * max n]``, True for the real ones."""
+    n = torch.tensor([len(x)], device=x.device)
+    dist.all_reduce(n, op=dist.ReduceOp.MAX)
+    pad = int(n) - len(x)
+    real = torch.arange(int(n), device=x.device) < len(x)
+    if pad:
+        x = torch.cat([x, x.new_full((pad, *x.shape[1:]), fill)])
+    return gather(x), gather(real.to(torch.uint8)).bool()
 
 
 def gather(x: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,9 @@ token would break this: it would be one key against ``nt`` copies of each patch 
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 from collections.abc import Callable
 
 import torch
@@ -266,25 +268,60 @@ def byte_tokenize(texts: list[str], length: int) -> dict[str, torch.Tensor]:
     return {"ids": ids, "mask": ids != 0}
 
 
-class ByteTextTower(nn.Module):
-    """Bytes → embeddings + positions → a few pre-LN blocks → mean over real tokens → norm → projection.
+WORD = re.compile(r"\w+|[^\w\s]")
+WORD_BUCKETS = 8192
+"""Rows of the word tower's embedding table: words are hashed into them, so no vocabulary file is needed."""
 
-    The start token means no text is empty, so the mean is always defined.
+
+def word_tokenize(texts: list[str], length: int, buckets: int = WORD_BUCKETS) -> dict[str, torch.Tensor]:
+    """Lower-cased words and punctuation marks, each hashed (BLAKE2b, stable across runs and machines) to
+    an id in ``2..buckets-1`` after a start token 1; 0 pads. Returns ``ids``/``mask`` ``[B, L]``.
+
+    The hashing trick (Weinberger et al. 2009): any word gets an id, a word never seen in training
+    included, and two words share a row only by a rare collision.
     """
 
-    def __init__(self, *, width: int, depth: int, heads: int, mlp: int, embed_dim: int, length: int) -> None:
+    def word_id(word: str) -> int:
+        digest = hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest()
+        return 2 + int.from_bytes(digest, "little") % (buckets - 2)
+
+    rows = [[1] + [word_id(w) for w in WORD.findall(text.lower())][: length - 1] for text in texts]
+    ids = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+    return {"ids": ids, "mask": ids != 0}
+
+
+class SmallTextTower(nn.Module):
+    """Tokens → embeddings + positions → a few pre-LN blocks → mean over real tokens → norm → projection.
+
+    The tokens are UTF-8 bytes (``tokens="bytes"``) or hashed words (``tokens="words"``, see
+    ``word_tokenize``). The start token means no text is empty, so the mean is always defined.
+    """
+
+    def __init__(
+        self, *, width: int, depth: int, heads: int, mlp: int, embed_dim: int, length: int, tokens: str = "bytes"
+    ) -> None:
         super().__init__()
         self.length = length
-        self.token = nn.Embedding(258, width)
+        self.tokens = tokens
+        self.token = nn.Embedding(258 if tokens == "bytes" else WORD_BUCKETS, width)
         self.pos = nn.Parameter(torch.zeros(length, width))
         self.blocks = nn.ModuleList(Block(width, heads, mlp, "gelu") for _ in range(depth))
         self.ln = nn.LayerNorm(width)
         self.head = nn.Linear(width, embed_dim, bias=False)
         self.apply(init_weights)
+        # Unit-variance token embeddings (PyTorch's default for nn.Embedding), not ViT's 0.02: texts that
+        # differ in one word ("... was blue" / "... was red") then start far apart. From ViT's tiny table
+        # every text starts as nearly the same vector, and a contrastive loss whose video side knows
+        # nothing yet pulls the tower into that collapse for good.
+        nn.init.normal_(self.token.weight)
         nn.init.trunc_normal_(self.pos, std=0.02)
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        return byte_tokenize(texts, self.length)
+        if self.tokens == "bytes":
+            return byte_tokenize(texts, self.length)
+        return word_tokenize(texts, self.length)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """ids, mask: ``[B, L]`` → ``[B, embed_dim]``."""

@@ -23,6 +23,7 @@ for; a run resumed from a checkpoint ends with the weights an uninterrupted run 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -34,6 +35,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 
 from vfeval.config import to_dict
@@ -48,7 +50,7 @@ from vfeval_videofirst.torch.encoder import (
     load_tensors,
     preprocess,
 )
-from vfeval_videofirst.torch.losses import gather, infonce, reorder, sigmoid_loss
+from vfeval_videofirst.torch.losses import drop_words, gather, gather_padded, infonce, reorder, sigmoid_loss
 from vfeval_videofirst.torch.model import DualEncoder, resample_time
 from vfeval_videofirst.train_config import TrainConfig, validate
 
@@ -82,22 +84,41 @@ class Objective(nn.Module):
         video: torch.Tensor,
         tokens: dict[str, torch.Tensor],
         generator: torch.Generator,
+        clip_ids: torch.Tensor,
+        text_ids: torch.Tensor,
         negatives: dict[str, torch.Tensor] | None = None,
         valid: torch.Tensor | None = None,
+        negative_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """video: ``[B, 3, T, H, W]``; tokens (and the order negatives' tokens, with ``valid`` ``[B]`` bool
-        marking the captions that have one) from the text tower's ``tokenize`` → scalar loss."""
+        """video ``[B, 3, T, H, W]``; tokens of K texts from the text tower's ``tokenize``; ``clip_ids``
+        ``[B, C]`` the ids (``caption_ids``) of every caption of each clip, -1 padded; ``text_ids`` ``[K]``
+        the ids of the texts. A text is a positive of each clip that has it among its captions. The order
+        negatives' tokens come with ``valid`` ``[N]`` (the texts that had one) and their ids → scalar loss."""
         v = self.model.video(video, generator=generator).float()
         t = self.model.text(**tokens).float()
         n = None if negatives is None else self.model.text(**negatives).float()
-        if self.distributed:
-            v, t = gather(v), gather(t)
+        if self.distributed:  # every process sees the whole batch; texts per process differ in number
+            v, clip_ids = gather(v), gather(_pad_columns(clip_ids))
+            t, real = gather_padded(t)
+            t, text_ids = t[real], gather_padded(text_ids)[0][real]
             if n is not None:
-                n, valid = gather(n), gather(valid.to(torch.uint8)).bool()
+                n, real = gather_padded(n)
+                valid = gather_padded(valid.to(torch.uint8))[0].bool()[real]
+                n, negative_ids = n[real], gather_padded(negative_ids)[0][real]
+        positives = (clip_ids[:, :, None] == text_ids[None, None, :]).any(1)
+        if n is not None:  # a rewrite that happens to be a caption of some clip is no negative for it
+            valid = valid[None, :] & ~(clip_ids[:, :, None] == negative_ids[None, None, :]).any(1)
         with torch.autocast(v.device.type, enabled=False):  # the loss in fp32 whatever the towers ran in
             if self.kind == "sigmoid":
-                return sigmoid_loss(v, t, self.model.logit_scale, self.bias, n, valid)
-            return infonce(v, t, self.model.logit_scale, n, valid)
+                return sigmoid_loss(v, t, self.model.logit_scale, self.bias, positives, n, valid)
+            return infonce(v, t, self.model.logit_scale, positives, n, valid)
+
+
+def _pad_columns(ids: torch.Tensor) -> torch.Tensor:
+    """``[b, c]`` padded with -1 to the largest ``c`` of all processes, so that it can be gathered."""
+    c = torch.tensor([ids.shape[1]], device=ids.device)
+    dist.all_reduce(c, op=dist.ReduceOp.MAX)
+    return F.pad(ids, (0, int(c) - ids.shape[1]), value=-1)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -169,15 +190,41 @@ def draw_seed(seed: int, rank: int, index: int) -> int:
     return ((seed * 1_000_003 + rank) * 1_000_003 + index) % (2**63 - 1)
 
 
+def caption_ids(captions: list[str], device: torch.device) -> torch.Tensor:
+    """``int64 [n]``, equal exactly where two captions are the same text (a stable hash, the same in every
+    process, so that ids gathered across processes compare; never negative)."""
+    ids = [int.from_bytes(hashlib.blake2b(c.encode("utf-8"), digest_size=7).digest(), "little") for c in captions]
+    return torch.tensor(ids, dtype=torch.int64, device=device)
+
+
+def caption_sets(choices: list[tuple[str, ...]], device: torch.device) -> torch.Tensor:
+    """``int64 [B, C]``: the ids of each clip's captions, padded with -1 to the longest list."""
+    ids = torch.full((len(choices), max(map(len, choices))), -1, dtype=torch.int64, device=device)
+    for i, captions in enumerate(choices):
+        ids[i, : len(captions)] = caption_ids(list(captions), device)
+    return ids
+
+
+def batch_texts(choices: list[tuple[str, ...]], index: list[int], mode: str, key: str) -> list[str]:
+    """The texts of a micro-batch: one caption per clip (``one``), drawn from (``key``, clip index) alone,
+    so that however the global batch is split over processes each clip gets the same one; or every
+    caption of every clip, each text once, in a fixed order (``all``)."""
+    if mode == "all":
+        return sorted({c for captions in choices for c in captions})
+    return [captions[random.Random(f"{key}:{i}").randrange(len(captions))] for captions, i in zip(choices, index)]
+
+
 def order_negatives(
     captions: list[str], seed: int, device: torch.device, tokenize: Any
-) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Tokens of each caption rewritten with its events in another order, and which captions had one."""
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Tokens of each caption rewritten with its events in another order, which captions had one, and
+    the rewrites' ids (``caption_ids``)."""
     rng = random.Random(seed)
     rewritten = [reorder(c, rng) for c in captions]
     valid = torch.tensor([r is not None for r in rewritten], device=device)
-    tokens = tokenize([r if r is not None else c for r, c in zip(rewritten, captions)])
-    return {k: v.to(device) for k, v in tokens.items()}, valid
+    texts = [r if r is not None else c for r, c in zip(rewritten, captions)]
+    tokens = tokenize(texts)
+    return {k: v.to(device) for k, v in tokens.items()}, valid, caption_ids(texts, device)
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -275,6 +322,10 @@ def _train(cfg: TrainConfig, pairs: list, proc: Proc) -> Path:
     model, _ = build_model(cfg.model)
     if cfg.stage.init_from:
         load_init(model, cfg.stage.init_from)
+    if cfg.stage.time_embedding_std:
+        generator = torch.Generator().manual_seed(cfg.model.seed)
+        with torch.no_grad():
+            model.video.pos_time.normal_(0.0, cfg.stage.time_embedding_std, generator=generator)
     temperature = cfg.loss.temperature or (SIGMOID_TEMPERATURE if cfg.loss.kind == "sigmoid" else None)
     if temperature is not None:
         with torch.no_grad():
@@ -318,20 +369,25 @@ def _train(cfg: TrainConfig, pairs: list, proc: Proc) -> Path:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             for micro in range(accum):
-                frames, captions = next(batches)
+                frames, choices, index = next(batches)
                 video = preprocess(frames.numpy(), cfg.model.image_size, t_frames, proc.device)
-                tokens = {k: v.to(proc.device) for k, v in model.text.tokenize(captions).items()}
                 seed = draw_seed(cfg.seed, proc.rank, step * accum + micro)
+                captions = batch_texts(choices, index, cfg.loss.captions, f"{cfg.seed}:{step}")
+                rng = random.Random(seed)
+                ids = (caption_sets(choices, proc.device), caption_ids(captions, proc.device))
+                if cfg.data.word_dropout:
+                    captions = [drop_words(c, cfg.data.word_dropout, rng) for c in captions]
+                tokens = {k: v.to(proc.device) for k, v in model.text.tokenize(captions).items()}
                 generator = torch.Generator(proc.device).manual_seed(seed)
                 extra_texts = (
                     order_negatives(captions, seed, proc.device, model.text.tokenize)
                     if cfg.loss.order_negatives
-                    else (None, None)
+                    else ()
                 )
                 sync = micro == accum - 1 or proc.world == 1
                 with contextlib.nullcontext() if sync else runner.no_sync():
                     with autocast:
-                        loss = runner(video, tokens, generator, *extra_texts)
+                        loss = runner(video, tokens, generator, *ids, *extra_texts)
                     (loss / accum).backward()
                 window_losses.append(float(loss.detach()))
             if cfg.optim.clip_grad:
