@@ -141,3 +141,74 @@ def test_hf_clip_missing_weights_is_one_clear_error(tmp_path, clip_dir):
         make_hf_clip(HFClipConfig(model=str(tmp_path / "absent")))
     with pytest.raises(UsageError, match="missing value for 'pipeline.encoder.model'"):
         make_hf_clip(HFClipConfig())
+
+
+def test_attention_pooler_starts_as_mean_and_learns_to_pass_over_distractor_segments():
+    """Each video: one segment that shows its caption's content, five distractors that share a marker
+    direction. Mean pooling drowns the content; the learned query finds the marker and looks away."""
+    pytest.importorskip("torch")
+    from vfeval_baselines.attention import AttentionPoolAggregator, AttentionPoolConfig, train_pooler
+
+    from vfeval.aggregators import MeanAggregator
+
+    rng = np.random.default_rng(0)
+    d, n = 16, 48
+
+    def videos(texts: np.ndarray) -> list[np.ndarray]:
+        out = []
+        for t in texts:
+            distractors = unit(rng.normal(size=(5, d)) * (np.arange(d) < d - 1) + 2.0 * np.eye(d)[d - 1])
+            segments = np.vstack([unit(t + 0.1 * rng.normal(size=d)), distractors])
+            out.append(unit(segments[rng.permutation(6)]))
+        return out
+
+    texts = unit(rng.normal(size=(2 * n, d)) * (np.arange(d) < d - 1))
+    train, test = videos(texts[:n]), videos(texts[n:])
+    config = AttentionPoolConfig(name="attention", train="unused", steps=200, batch_size=16)
+    query, weight = train_pooler(train, [[i] for i in range(n)], texts[:n], config)
+
+    pooler = AttentionPoolAggregator.__new__(AttentionPoolAggregator)
+    pooler.config, pooler.query, pooler.weight = config, np.zeros(d, np.float32), np.eye(d, dtype=np.float32)
+    mean = MeanAggregator()
+    np.testing.assert_allclose(pooler.pool(test[0]), mean.pool(test[0]), rtol=1e-6, atol=1e-7)  # q=0, W=I: mean
+
+    def recall_at_1(pool) -> float:
+        video = unit(np.stack([pool(v) for v in test]))
+        return float(np.mean((video @ texts[n:].T).argmax(1) == np.arange(n)))
+
+    before = recall_at_1(mean.pool)
+    pooler.query, pooler.weight = query, weight
+    after = recall_at_1(pooler.pool)
+    assert after >= before + 0.4 and after > 0.75, (before, after)
+    assert query @ np.eye(d)[d - 1] < 0  # it learned to look away from the distractors' marker
+
+
+def test_attention_pooler_through_the_runner_trains_saves_and_loads(tmp_path, host):
+    pytest.importorskip("torch")
+    root = tmp_path / "ego"
+    pair_egoschema(root, 6)
+    train_root = tmp_path / "train"
+    pair_egoschema(train_root, 8, seed=1)
+    questions = json.loads((train_root / "questions.json").read_text())
+    answers = json.loads((train_root / "subset_answers.json").read_text())
+    lines = [json.dumps({"video": f"videos/{q['q_uid']}.mp4", "caption": q[f"option {answers[q['q_uid']]}"]})
+             for q in questions]
+    (train_root / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    saved = tmp_path / "pooler.safetensors"
+    common = [f"task.root={root}", "pipeline.encoder.name=pixel", "pipeline.aggregator.name=attention",
+              "pipeline.sampling.segments=2", "pipeline.sampling.size=32", "pipeline.sampling.crop=32",
+              f"output.dir={tmp_path}/runs", f"output.cache_dir={tmp_path}/cache"]
+    learn = [*common, f"pipeline.aggregator.train={train_root / 'captions.jsonl'}", f"pipeline.aggregator.save={saved}",
+             "pipeline.aggregator.steps=20", "pipeline.aggregator.batch_size=4"]
+    first = run(load_run_config(REPO / "configs" / "egoschema.yaml", learn, host.registry), host, progress=False)
+    assert first.result["complete"] and first.result["pipeline"]["aggregator"]["name"] == "attention"
+    assert saved.is_file()
+    again = run(load_run_config(REPO / "configs" / "egoschema.yaml", [*common, f"pipeline.aggregator.load={saved}"],
+                                host.registry), host, progress=False)
+    assert again.result["metrics"]["accuracy"] == first.result["metrics"]["accuracy"]
+    assert again.result["pipeline"]["fingerprint"] != first.result["pipeline"]["fingerprint"]
+
+    from vfeval.errors import UsageError
+
+    with pytest.raises(UsageError, match="set exactly one of pipeline.aggregator.train"):
+        run(load_run_config(REPO / "configs" / "egoschema.yaml", common, host.registry), host, progress=False)

@@ -343,7 +343,7 @@ def test_the_quickstart_and_suites_load():
 
     quick = load_suite(REPO / "configs" / "quickstart.yaml")
     assert set(quick.tasks) >= {"egoschema", "msrvtt", "youcook2"}
-    assert {"mask0", "mask75"} <= set(quick.train)
+    assert {"stage1", "stage2"} <= set(quick.train)
     assert any(p.pipeline.get("encoder", {}).get("name") == "videofirst" for p in quick.pipelines.values())
     for path in (REPO / "configs" / "suites").glob("*.yaml"):
         assert load_suite(path).tasks

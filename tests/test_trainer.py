@@ -268,7 +268,7 @@ def test_config_mistakes_exit_2_with_one_line(tmp_path, data, override, expected
 
 
 def test_captions_may_be_a_csv_of_windows(tmp_path, data):
-    from vfeval_videofirst.torch.data import read_captions
+    from vfeval.captions import read_captions
 
     videos = sorted((data / "train" / "videos").glob("*.mp4"))
     csv = tmp_path / "pairs.csv"
@@ -319,7 +319,7 @@ def test_order_negatives_move_whole_events_and_word_dropout_keeps_the_connective
 
 
 def test_rows_naming_one_window_are_one_clip_with_every_caption(tmp_path, data):
-    from vfeval_videofirst.torch.data import read_captions
+    from vfeval.captions import read_captions
 
     video = sorted((data / "train" / "videos").glob("*.mp4"))[0]
     rows = [{"video": str(video), "caption": c, "start": s} for c, s in [("a", None), ("b", 2), ("c", None)]]

@@ -70,7 +70,8 @@ class Aggregator:
     requires: ClassVar[tuple[str, ...]] = ()
     """Encoder capabilities this aggregator calls directly (e.g. ``("embed_text",)``)."""
 
-    def bind(self, encoder: Encoder) -> None:
+    def bind(self, encoder: Encoder, sampling: SamplingConfig | None = None) -> None:
+        """Called once by the pipeline with its encoder and its sampling (how its videos are decoded)."""
         self.encoder = encoder
 
     def fingerprint(self) -> dict[str, Any]:
@@ -148,7 +149,7 @@ class Pipeline:
         self.aggregator_config = aggregator_config
         self.sampling = sampling
         self.seed = seed
-        aggregator.bind(encoder)
+        aggregator.bind(encoder, sampling)
 
     @classmethod
     def from_config(cls, pipeline_cfg: Any, registry: Registry, seed: int = 0) -> Pipeline:

@@ -86,8 +86,8 @@ class LLMAggregator(Aggregator):
                                    config.option_line, config.continuation, config.labels)
         self.source: CaptionSource | None = None
 
-    def bind(self, encoder: Encoder) -> None:
-        super().bind(encoder)
+    def bind(self, encoder: Encoder, sampling: Any = None) -> None:
+        super().bind(encoder, sampling)
         if isinstance(encoder, CaptionSource):
             # Captions are looked up by video id and time: no video needs decoding.
             self.source = encoder

@@ -51,6 +51,7 @@ def register_encoders(register):
 
 @hookimpl
 def register_aggregators(register):
+    from vfeval_baselines.attention import AttentionPoolConfig
     from vfeval_baselines.captioning import NearestCaptionConfig
     from vfeval_baselines.choice import BlindConfig, ConstantConfig, RandomConfig
     from vfeval_baselines.llm import LLMConfig
@@ -73,6 +74,12 @@ def register_aggregators(register):
         name="nearest-caption", factory="vfeval_baselines.captioning:make_nearest_caption",
         config=NearestCaptionConfig, kinds=("generate",),
         description="Generates by retrieval: the caption of a bank file nearest to the pooled video embedding.",
+    ))
+    register(AggregatorSpec(
+        name="attention", factory="vfeval_baselines.attention:make_attention", config=AttentionPoolConfig,
+        kinds=("choice_scores", "video_embedding", "text_embedding"),
+        description="Image-first pooling: a learned attention query over segment embeddings, trained on a "
+        "train split's captions against the encoder's frozen text embeddings (starts as mean).",
     ))
     register(AggregatorSpec(
         name="llm", factory="vfeval_baselines.llm:make_llm", config=LLMConfig, kinds=("choice_scores", "generate"),

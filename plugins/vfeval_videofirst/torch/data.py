@@ -1,13 +1,8 @@
 """Video-caption pairs for contrastive training: the captions file, the dataset, and the order of batches.
 
-The captions file is JSONL (``{"video", "caption", "start", "end"}`` per line) or CSV (a header naming
-``video`` and ``caption``, optionally ``start`` and ``end``). Video paths are relative to the file's folder;
-``start``/``end`` (seconds, empty or null for the whole video) choose a window. Frames are decoded with
-``vfeval.video.read_window`` in DataLoader workers.
-
-Rows that name the same window are one training clip with several captions (as MSR-VTT gives each
-video twenty): an epoch visits each clip once, with one of its captions drawn per visit, so a clip never
-meets itself as a negative in a batch.
+The captions file (``vfeval.captions``: JSONL or CSV of video, caption, start, end) lists clips, each with
+one caption or several. Frames are decoded with ``vfeval.video.read_window`` in DataLoader workers. An
+epoch visits each clip once, so a clip never meets itself as a negative in a batch.
 
 The order of the data is a pure function of (seed, epoch): each epoch is a ``DistributedSampler``
 permutation sharded over the processes, cut into micro-batches. A run resumed at optimizer step ``s``
@@ -16,80 +11,20 @@ starts from the micro-batch an uninterrupted run would have reached, without dec
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from vfeval.captions import CaptionedClip
 from vfeval.config import SamplingConfig
 from vfeval.errors import DataError, UsageError
 from vfeval.requests import VideoWindow
 from vfeval.video import read_window
 
-
-@dataclass(frozen=True)
-class Pair:
-    """One training clip: a video window and every caption given to it."""
-
-    video: str
-    """Absolute path of the video file."""
-    captions: tuple[str, ...]
-    start: float | None = None
-    end: float | None = None
-
-
-def _seconds(value: object, where: str) -> float | None:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"{where}: start/end must be seconds or empty, got {value!r}") from exc
-
-
-def read_captions(path: str | Path) -> list[Pair]:
-    """The pairs listed in a ``.jsonl`` or ``.csv`` captions file; every video must exist."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UsageError(
-            f"captions file not found: {path} (set data.captions; `vfeval data synthetic --out DIR` writes "
-            "DIR/train/captions.jsonl)"
-        )
-    rows: list[tuple[str, dict]] = []
-    if path.suffix == ".jsonl":
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append((f"{path}:{n}", json.loads(line)))
-                except json.JSONDecodeError as exc:
-                    raise UsageError(f"{path}:{n} is not JSON ({exc.msg})") from exc
-    elif path.suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if not {"video", "caption"} <= set(reader.fieldnames or ()):
-                raise UsageError(f"{path} needs a header with columns video, caption (and optionally start, end)")
-            rows = [(f"{path}:{n}", row) for n, row in enumerate(reader, 2)]
-    else:
-        raise UsageError(f"captions file {path} must end in .jsonl or .csv")
-    clips: dict[tuple[str, float | None, float | None], list[str]] = {}
-    for where, row in rows:
-        if not isinstance(row, dict) or not row.get("video") or not isinstance(row.get("caption"), str):
-            raise UsageError(f"{where}: each entry needs a 'video' path and a 'caption' string")
-        video = (path.parent / str(row["video"])).resolve()
-        key = (str(video), _seconds(row.get("start"), where), _seconds(row.get("end"), where))
-        clips.setdefault(key, []).append(row["caption"])
-    pairs = [Pair(video, tuple(captions), start, end) for (video, start, end), captions in clips.items()]
-    if not pairs:
-        raise UsageError(f"captions file {path} lists no pairs")
-    missing = [p.video for p in pairs if not Path(p.video).is_file()]
-    if missing:
-        raise UsageError(f"{len(missing)} of the {len(pairs)} videos in {path} are missing, e.g. {missing[0]}")
-    return pairs
+Pair = CaptionedClip
+"""One training clip: a video window and every caption given to it (``vfeval.captions``)."""
 
 
 class CaptionedVideos(Dataset):

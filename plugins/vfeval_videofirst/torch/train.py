@@ -38,10 +38,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from vfeval.captions import read_captions
 from vfeval.config import to_dict
 from vfeval.errors import UsageError
 from vfeval_videofirst.torch import state as ckpt
-from vfeval_videofirst.torch.data import CaptionedVideos, Schedule, micro_batches, read_captions
+from vfeval_videofirst.torch.data import CaptionedVideos, Schedule, micro_batches
 from vfeval_videofirst.torch.encoder import (
     _checkpoint_path,
     _device,
