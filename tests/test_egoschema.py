@@ -260,3 +260,21 @@ def test_an_answer_with_no_finite_score_is_wrong_not_option_zero(tmp_path):
     scores = task.score([res])
     assert scores.metrics["accuracy"].value == 0.0
     assert any("scored no option" in n for n in scores.notes)
+
+
+def test_synthetic_data_is_broken_down_by_question_type(tmp_path):
+    from vfeval_benchmarks.synthetic import write_synthetic
+
+    write_synthetic(tmp_path, n_videos=20, n_train_videos=0, size=32, duration=8.0, workers=1)
+    root = tmp_path / "egoschema"
+    task = task_at(root)
+    types = {u: e["question_type"] for u, e in json.loads((root / "synthetic_events.json").read_text()).items()}
+    # Right on every 'absent' question, wrong on every other.
+    results = [SampleResult(s, [one_hot(s.target if types[s.id] == "absent" else (s.target + 1) % 5)])
+               for s in task.load()]
+    by_type = task.score(results, seed=0).breakdowns["accuracy_by_type"]
+    counts = Counter(types[s.id] for s in task.load())
+    assert {t: m.n for t, m in by_type.items()} == dict(counts)
+    assert {t: m.value for t, m in by_type.items()} == {t: 100.0 if t == "absent" else 0.0 for t in counts}
+    real = task_at(make_root(tmp_path / "real", placeholder_questions(["a"]), {"a": 0}))
+    assert "accuracy_by_type" not in real.score([SampleResult(s, [one_hot(0)]) for s in real.load()]).breakdowns

@@ -224,12 +224,24 @@ class EgoSchemaTask(Task):
             if rows.size:
                 acc, a_low, a_high = bootstrap.mean_ci(correct[rows], [groups[i] for i in rows], seed=seed)
                 accuracy_by_answer[str(k)] = Metric(acc, a_low, a_high, n=int(rows.size))
-        return Scores(
-            metrics=metrics,
-            headline="accuracy",
-            breakdowns={"answer_share": answer_share, "accuracy_by_answer": accuracy_by_answer},
-            notes=notes,
-        )
+        breakdowns = {"answer_share": answer_share, "accuracy_by_answer": accuracy_by_answer}
+        types = self._synthetic_question_types()
+        if types:  # synthetic data: which kinds of question a pipeline can answer (e.g. ``absent`` is the control)
+            by_type = {}
+            for qtype in sorted({types.get(r.sample.id, "unknown") for r, _, _ in scored}):
+                rows = [i for i, (r, _, _) in enumerate(scored) if types.get(r.sample.id, "unknown") == qtype]
+                acc, a_low, a_high = bootstrap.mean_ci(correct[rows], [groups[i] for i in rows], seed=seed)
+                by_type[qtype] = Metric(acc, a_low, a_high, n=len(rows))
+            breakdowns["accuracy_by_type"] = by_type
+        return Scores(metrics=metrics, headline="accuracy", breakdowns=breakdowns, notes=notes)
+
+    def _synthetic_question_types(self) -> dict[str, str]:
+        """``{q_uid: question type}`` of data written by `vfeval data synthetic`; empty for real data."""
+        path = self.root / "synthetic_events.json"
+        if not path.is_file():
+            return {}
+        events = json.loads(path.read_text(encoding="utf-8"))
+        return {uid: str(item.get("question_type", "unknown")) for uid, item in events.items()}
 
     def _score_full(self, results: list[SampleResult], scored: list[tuple[SampleResult, int, bool | None]],
                     notes: list[str], seed: int) -> Scores:
