@@ -170,6 +170,10 @@ def test_the_final_checkpoint_runs_in_vfeval_run(tmp_path, data, host):
     cfg = load_run_config(REPO / "configs" / "egoschema.yaml", overrides, host.registry)
     outcome = run(cfg, host, progress=False)
     assert outcome.result["complete"] and outcome.result["task"]["n_failed"] == 0
+    weights = load_file(str(final))
+    assert outcome.result["pipeline"]["encoder"]["parameters"] == sum(
+        t.numel() for k, t in weights.items() if k != "logit_scale"
+    ) + 1  # the logit scale is a parameter too
 
     encoder = host.registry.get("encoders", "videofirst").load()(cfg.pipeline.encoder)
     clips = [np.random.default_rng(i).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8) for i in range(2)]

@@ -44,6 +44,10 @@ class Encoder:
         """One caption per clip."""
         raise NotImplementedError
 
+    def num_parameters(self) -> int | None:
+        """How many parameters the model has (shown on the leaderboard); None when it has no such thing."""
+        return None
+
 
 @dataclass
 class VideoInputs:
@@ -162,7 +166,11 @@ class Pipeline:
 
     # -- identity ---------------------------------------------------------------------------------
     def encoder_identity(self) -> dict[str, Any]:
-        return {"name": self.encoder_spec.name, "config": to_dict(self.encoder_config), **self.encoder.fingerprint()}
+        identity = {"name": self.encoder_spec.name, "config": to_dict(self.encoder_config), **self.encoder.fingerprint()}
+        parameters = self.encoder.num_parameters()
+        if parameters is not None:
+            identity["parameters"] = int(parameters)
+        return identity
 
     def decoder_identity(self) -> dict[str, Any] | None:
         """The video decoder's name and versions, which decide the pixels; None if no video is decoded."""

@@ -49,6 +49,9 @@ class HFClipEncoder(Encoder):
         self.dtype = next(model.parameters()).dtype
         self.text_length = model.config.text_config.max_position_embeddings
 
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
     def fingerprint(self) -> dict[str, Any]:
         return {"weights": self.weights, "dtype": str(self.dtype).removeprefix("torch.")}
 

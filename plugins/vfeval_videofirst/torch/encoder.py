@@ -242,6 +242,10 @@ class VideoFirstEncoder(Encoder):
         self.model = model.to(self.device).eval()
         self.weights = weights
 
+    def num_parameters(self) -> int:
+        """Both towers (the text tower scores every option, so it is part of what answers)."""
+        return sum(p.numel() for p in self.model.parameters())
+
     def fingerprint(self) -> dict[str, Any]:
         return {"weights": self.weights}
 
