@@ -70,11 +70,14 @@ def metrics(folder: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize(
-    "loss, text",
-    [("{kind: infonce}", "bytes"), ("{kind: infonce, captions: all, order_negatives: true}", "words")],
-    ids=["one-caption-bytes", "all-captions-words"],
+    "loss, text, overrides",
+    [
+        ("{kind: infonce}", "bytes", []),
+        ("{kind: infonce, captions: all, order_negatives: true}", "words", ["data.shift_text_positions=true"]),
+    ],
+    ids=["one-caption-bytes", "all-captions-words-shifted"],
 )
-def test_loss_decreases_on_a_tiny_set(tmp_path, data, host, loss, text):
+def test_loss_decreases_on_a_tiny_set(tmp_path, data, host, loss, text, overrides):
     config = write_config(
         tmp_path,
         data,
@@ -83,7 +86,7 @@ def test_loss_decreases_on_a_tiny_set(tmp_path, data, host, loss, text):
         checkpoint_every="0",
     )
     config.write_text(config.read_text().replace("text: bytes", f"text: {text}"))
-    final = train(config, host)
+    final = train(config, host, *overrides)
     losses = [m["loss"] for m in metrics(final.parent)]
     assert len(losses) == 60 and all(np.isfinite(losses))
     assert np.mean(losses[-10:]) < np.mean(losses[:10]) - 0.2, losses
@@ -372,3 +375,29 @@ def test_hashed_words_give_any_text_ids_that_do_not_depend_on_the_process():
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout.strip() for seed in (1, 2)}
     assert outs == {str(word_tokenize(["blue"], 4)["ids"].tolist())}
+
+
+def test_shifted_text_positions_stay_inside_the_table_and_cover_it():
+    from vfeval_videofirst.torch.model import SmallTextTower, shifted_positions, word_tokenize
+
+    tokens = word_tokenize(["a b c d e f g", "a", "a b c d e f g h i j k l m n o"], length=16)
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([shifted_positions(tokens["mask"], 16, g) for _ in range(400)])  # [400, 3]
+    lengths = tokens["mask"].sum(1)  # 8, 2, 16 tokens with the start token
+    assert bool(((draws + lengths) <= 16).all()) and bool((draws >= 0).all())
+    assert [sorted(set(draws[:, i].tolist())) for i in range(3)] == [list(range(9)), list(range(15)), [0]]
+    tower = SmallTextTower(width=16, depth=1, heads=2, mlp=32, embed_dim=8, length=16, tokens="words").eval()
+    with torch.no_grad():  # a shift of 0 is the evaluation-time embedding; another shift is another one
+        plain = tower(**tokens)
+        torch.testing.assert_close(tower(**tokens, shift=torch.zeros(3, dtype=torch.long)), plain)
+        assert not torch.allclose(tower(**tokens, shift=torch.tensor([3, 3, 0]))[0], plain[0])
+
+
+def test_shifting_positions_needs_a_small_text_tower(tmp_path, data, host, tiny_clip):
+    clip_model = (
+        f"{{variant: tiny, tubelet: [2, 8, 8], num_frames: '${{data.sampling.num_frames}}', image_size: 32, "
+        f"init: clip, clip_model: {tiny_clip}, text: clip, embed_dim: 16, device: cpu}}"
+    )
+    config = write_config(tmp_path, data, name="clipshift", model=clip_model)
+    with pytest.raises(UsageError, match="data.shift_text_positions"):
+        train(config, host, "data.shift_text_positions=true")

@@ -30,6 +30,10 @@ class DataConfig:
     """Which frames of each video (or of its ``[start, end)`` window) a training clip holds."""
     num_workers: int = 0
     """DataLoader processes decoding videos (0: in the training process)."""
+    shift_text_positions: bool = False
+    """Start each training text's positions at a random offset (small text towers, ``model.text=bytes|words``):
+    so that a text means the same after a prefix of another length, e.g. a question's (see
+    ``torch/model.py:shifted_positions``)."""
     word_dropout: float = 0.0
     """Drop each word of a training caption with this probability (keeping one per event and the temporal
     connectives): captions of many lengths, so order is learnt from the connectives, not byte offsets."""
@@ -153,6 +157,8 @@ def validate(cfg: TrainConfig) -> None:
         raise bad("optim.lr", o.lr, "it must be positive and at least optim.min_lr")
     if o.clip_grad < 0 or o.weight_decay < 0:
         raise UsageError("config: 'optim.clip_grad' and 'optim.weight_decay' cannot be negative")
+    if cfg.data.shift_text_positions and cfg.model.text not in ("bytes", "words"):
+        raise bad("data.shift_text_positions", True, "only the small text towers (model.text=bytes|words) take it")
     if not 0 <= cfg.data.word_dropout < 1:
         raise bad("data.word_dropout", cfg.data.word_dropout, "use a probability in [0, 1)")
     if cfg.data.num_workers < 0:

@@ -292,6 +292,19 @@ def word_tokenize(texts: list[str], length: int, buckets: int = WORD_BUCKETS) ->
     return {"ids": ids, "mask": ids != 0}
 
 
+def shifted_positions(mask: torch.Tensor, length: int, generator: torch.Generator) -> torch.Tensor:
+    """``int64 [B]``: for each text (``mask`` ``[B, L]``) a start position drawn uniformly from those that keep
+    it inside a table of ``length`` positions.
+
+    Randomised positions (after Ruoss et al. 2023): trained at one offset, a text tower with absolute
+    position embeddings reads "red" at position 12 as something else than at position 8, so the same
+    words after a longer prefix (a question instead of a caption's opening) mean another order. Drawn
+    offsets make only the relative arrangement of the words carry meaning.
+    """
+    room = (length - mask.sum(1)).clamp(min=0)
+    return (torch.rand(len(mask), generator=generator, device=mask.device) * (room + 1)).long().clamp(max=room)
+
+
 class SmallTextTower(nn.Module):
     """Tokens → embeddings + positions → a few pre-LN blocks → mean over real tokens → norm → projection.
 
@@ -323,9 +336,14 @@ class SmallTextTower(nn.Module):
             return byte_tokenize(texts, self.length)
         return word_tokenize(texts, self.length)
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """ids, mask: ``[B, L]`` → ``[B, embed_dim]``."""
-        x = self.token(ids) + self.pos[: ids.shape[1]]
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
+        """ids, mask: ``[B, L]`` → ``[B, embed_dim]``. ``shift`` ``[B]`` (training only): start each text's
+        positions there instead of at 0 (``shifted_positions``)."""
+        positions = torch.arange(ids.shape[1], device=ids.device)
+        if shift is None:
+            x = self.token(ids) + self.pos[positions]
+        else:
+            x = self.token(ids) + self.pos[(shift[:, None] + positions).clamp(max=self.length - 1)]
         for block in self.blocks:
             x = block(x, key_mask=mask)
         m = mask[:, :, None].to(x.dtype)

@@ -52,7 +52,7 @@ from vfeval_videofirst.torch.encoder import (
     preprocess,
 )
 from vfeval_videofirst.torch.losses import drop_words, gather, gather_padded, infonce, reorder, sigmoid_loss
-from vfeval_videofirst.torch.model import DualEncoder, resample_time
+from vfeval_videofirst.torch.model import DualEncoder, resample_time, shifted_positions
 from vfeval_videofirst.train_config import TrainConfig, validate
 
 MAX_LOGIT_SCALE = math.log(100.0)
@@ -380,6 +380,8 @@ def _train(cfg: TrainConfig, pairs: list, proc: Proc) -> Path:
                     captions = [drop_words(c, cfg.data.word_dropout, rng) for c in captions]
                 tokens = {k: v.to(proc.device) for k, v in model.text.tokenize(captions).items()}
                 generator = torch.Generator(proc.device).manual_seed(seed)
+                if cfg.data.shift_text_positions:
+                    tokens["shift"] = shifted_positions(tokens["mask"], model.text.length, generator)
                 extra_texts = (
                     order_negatives(captions, seed, proc.device, model.text.tokenize)
                     if cfg.loss.order_negatives
