@@ -100,7 +100,10 @@ class AttentionPoolAggregator(EmbeddingAggregator):
 
     def _prepare(self) -> None:
         if self.config.load:
-            from safetensors.numpy import load_file
+            try:
+                from safetensors.numpy import load_file
+            except ImportError as exc:
+                raise UsageError("pipeline.aggregator.load needs safetensors: pip install 'vfeval[torch]'") from exc
 
             tensors = load_file(str(Path(self.config.load).expanduser()))
             self.query, self.weight = tensors["query"], tensors["weight"]
@@ -140,8 +143,11 @@ def train_pooler(
     """Learn ``q`` ``[D]`` and ``W`` ``[D, D]`` from per-video normalised segment embeddings ``[S_i, D]``,
     each video's caption indices into ``text_emb`` ``[K, D]`` (normalised), with the loss of the module
     docstring; one caption per video is drawn per step. Deterministic for a given ``config.seed``."""
-    import torch
-    import torch.nn.functional as F
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError as exc:
+        raise UsageError("aggregator 'attention' trains with PyTorch: pip install 'vfeval[torch]'") from exc
 
     if len(segments) < 2:
         raise UsageError(f"pipeline.aggregator.train lists {len(segments)} clip; the pooler needs at least 2")
