@@ -324,10 +324,11 @@ class SmallTextTower(nn.Module):
         self.ln = nn.LayerNorm(width)
         self.head = nn.Linear(width, embed_dim, bias=False)
         self.apply(init_weights)
-        # Unit-variance token embeddings (PyTorch's default for nn.Embedding), not ViT's 0.02: texts that
-        # differ in one word ("... was blue" / "... was red") then start far apart. From ViT's tiny table
-        # every text starts as nearly the same vector, and a contrastive loss whose video side knows
-        # nothing yet pulls the tower into that collapse for good.
+        # Unit-variance token embeddings (PyTorch's default for nn.Embedding), not ViT's 0.02. Adam moves a
+        # row by about lr per step whatever its size, so a table of 0.02 is rewritten within a few steps,
+        # and early on, while the video side knows nothing, the contrastive loss rewrites every text
+        # towards one vector: from scratch the loss then sat at ln(batch) for 800+ steps. Rows of unit
+        # variance move slowly relative to their size, and the same run leaves that plateau in ~300 steps.
         nn.init.normal_(self.token.weight)
         nn.init.trunc_normal_(self.pos, std=0.02)
 
