@@ -226,6 +226,13 @@ def test_the_site_is_static_escaped_and_labelled(tmp_path, runs):
         scripts = re.findall(r"<script\b[^>]*>", html)
         assert all('src="../assets/site.js"' in s or 'src="assets/site.js"' in s or "application/json" in s
                    for s in scripts), scripts
+    page = next(p for p in site.glob("results/*pixel-4f*.html")).read_text()
+    record = json.loads(next(results.glob("*pixel-4f*.json")).read_text())
+    low, high = record["metrics"]["accuracy"]["ci95"]
+    assert f"{low:.2f} – {high:.2f}" in page  # intervals rounded as the values are
+    # Every breakdown is on the page: accuracy by question type, with its interval.
+    by_type = record["breakdowns"]["accuracy_by_type"]
+    assert ">accuracy_by_type<" in page and all(f"<td>{t}</td>" in page for t in by_type)
     evil = next(p for p in site.glob("results/*.html") if "evil" in p.name).read_text()
     assert "evil &lt;script&gt;alert(1)&lt;/script&gt;" in evil
     assert "onerror=alert(2)&gt;" in evil
