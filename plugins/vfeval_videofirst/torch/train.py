@@ -94,7 +94,7 @@ class Objective(nn.Module):
         """video ``[B, 3, T, H, W]``; tokens of K texts from the text tower's ``tokenize``; ``clip_ids``
         ``[B, C]`` the ids (``caption_ids``) of every caption of each clip, -1 padded; ``text_ids`` ``[K]``
         the ids of the texts. A text is a positive of each clip that has it among its captions. The order
-        negatives' tokens come with ``valid`` ``[N]`` (the texts that had one) and their ids → scalar loss."""
+        negatives' tokens come with ``valid`` ``[N]`` (the rows that are real negatives) and their ids → scalar loss."""
         v = self.model.video(video, generator=generator).float()
         t = self.model.text(**tokens).float()
         n = None if negatives is None else self.model.text(**negatives).float()
@@ -218,12 +218,14 @@ def batch_texts(choices: list[tuple[str, ...]], index: list[int], mode: str, key
 def order_negatives(
     captions: list[str], seed: int, device: torch.device, tokenize: Any
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-    """Tokens of each caption rewritten with its events in another order, which captions had one, and
-    the rewrites' ids (``caption_ids``)."""
+    """Tokens of the captions that list events, each rewritten with its events in another order, the rows
+    that are real negatives, and the rewrites' ids (``caption_ids``). Captions without events to move
+    (most facts) add nothing."""
     rng = random.Random(seed)
-    rewritten = [reorder(c, rng) for c in captions]
-    valid = torch.tensor([r is not None for r in rewritten], device=device)
-    texts = [r if r is not None else c for r, c in zip(rewritten, captions)]
+    texts = [r for r in (reorder(c, rng) for c in captions) if r is not None]
+    valid = torch.ones(len(texts), dtype=torch.bool, device=device)
+    if not texts:  # one row that is no negative, so that every process gathers the same way
+        texts, valid = captions[:1], torch.zeros(1, dtype=torch.bool, device=device)
     tokens = tokenize(texts)
     return {k: v.to(device) for k, v in tokens.items()}, valid, caption_ids(texts, device)
 
