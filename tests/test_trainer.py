@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import string
 import subprocess
 import sys
 from pathlib import Path
@@ -196,23 +195,9 @@ def test_the_final_checkpoint_runs_in_vfeval_run(tmp_path, data, host):
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory) -> Path:
     """A random CLIP whose vision tower has the ``tiny`` variant's sizes (32 px, 8 px patches)."""
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+    from vfeval_baselines.tiny_models import build_clip
 
-    d = tmp_path_factory.mktemp("clip")
-    chars = string.ascii_lowercase + string.digits + ".,!?' "
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
-    bos, eos = len(vocab), len(vocab) + 1
-    vocab.update({"<|startoftext|>": bos, "<|endoftext|>": eos})
-    CLIPTokenizer(vocab=vocab, merges=[]).save_pretrained(d)
-    text = dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                num_attention_heads=2, max_position_embeddings=64, bos_token_id=bos, eos_token_id=eos,
-                pad_token_id=eos)
-    vision = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-                  image_size=32, patch_size=8)
-    torch.manual_seed(0)
-    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(d)
-    return d
+    return build_clip(tmp_path_factory.mktemp("clip"), width=64, vision_mlp=256, text_width=32, projection=16)
 
 
 def test_two_stages_inflate_then_freeze_all_but_the_last_layer(tmp_path, data, host, tiny_clip):

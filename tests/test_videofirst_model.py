@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import string
 import subprocess
 import sys
 
@@ -34,40 +33,9 @@ PROJ = 16
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory):
     """A tiny random CLIP (vision: the ``tiny`` variant, 32 px, 8 px patches) with a character tokenizer."""
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+    from vfeval_baselines.tiny_models import build_clip
 
-    d = tmp_path_factory.mktemp("clip")
-    chars = string.ascii_lowercase + string.digits + ".,!?'"
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
-    bos, eos = len(vocab), len(vocab) + 1
-    vocab.update({"<|startoftext|>": bos, "<|endoftext|>": eos})
-    CLIPTokenizer(vocab=vocab, merges=[]).save_pretrained(d)
-    config = CLIPConfig(
-        text_config=dict(
-            vocab_size=len(vocab),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            max_position_embeddings=32,
-            bos_token_id=bos,
-            eos_token_id=eos,
-            pad_token_id=eos,
-        ),
-        vision_config=dict(
-            hidden_size=64,
-            intermediate_size=256,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=32,
-            patch_size=8,
-        ),
-        projection_dim=PROJ,
-    )
-    torch.manual_seed(0)
-    CLIPModel(config).save_pretrained(d)
-    return d
+    return build_clip(tmp_path_factory.mktemp("clip"), width=64, vision_mlp=256, text_width=32, projection=PROJ)
 
 
 def clip_cfg(clip_dir, **kw) -> VideoFirstConfig:

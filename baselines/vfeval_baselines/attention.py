@@ -19,7 +19,6 @@ learned ``q``/``W`` to a ``.safetensors`` file; ``load`` uses such a file instea
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from vfeval.config import SamplingConfig
 from vfeval.errors import DataError, UsageError
 from vfeval.pipeline import EmbeddingAggregator, Encoder, _normalise
 from vfeval.requests import VideoWindow
+from vfeval.task import sha256_file
 
 
 @dataclass
@@ -73,6 +73,8 @@ class AttentionPoolAggregator(EmbeddingAggregator):
         if config.steps < 1 or config.batch_size < 2 or config.lr <= 0:
             raise UsageError("aggregator 'attention': steps must be >= 1, batch_size >= 2 and lr > 0")
         self.config = config
+        # The file the pooler comes from, hashed once: the fingerprint is asked for more than once per run.
+        self.source_sha256 = sha256_file(config.load or config.train).hexdigest()
         self.query: np.ndarray | None = None
         self.weight: np.ndarray | None = None
         self.sampling: SamplingConfig | None = None
@@ -83,8 +85,8 @@ class AttentionPoolAggregator(EmbeddingAggregator):
 
     def fingerprint(self) -> dict[str, Any]:
         c = self.config
-        source = {"load": _sha256(c.load)} if c.load else {
-            "train": _sha256(c.train), "steps": c.steps, "batch_size": c.batch_size, "lr": c.lr,
+        source = {"load": self.source_sha256} if c.load else {
+            "train": self.source_sha256, "steps": c.steps, "batch_size": c.batch_size, "lr": c.lr,
             "weight_decay": c.weight_decay, "temperature": c.temperature, "seed": c.seed,
         }
         return {**super().fingerprint(), "attention_temperature": c.attention_temperature, **source}
@@ -114,7 +116,7 @@ class AttentionPoolAggregator(EmbeddingAggregator):
 
                 Path(self.config.save).expanduser().parent.mkdir(parents=True, exist_ok=True)
                 save_file({"query": self.query, "weight": self.weight}, str(Path(self.config.save).expanduser()),
-                          metadata={"train_sha256": _sha256(self.config.train)})
+                          metadata={"train_sha256": self.source_sha256})
 
     def _learn(self) -> tuple[np.ndarray, np.ndarray]:
         from vfeval.captions import read_captions
@@ -181,14 +183,6 @@ def train_pooler(
         loss.backward()
         opt.step()
     return query.detach().numpy().copy(), weight.detach().numpy().copy()
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(Path(path).expanduser(), "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def make_attention(config: AttentionPoolConfig) -> AttentionPoolAggregator:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vfeval.errors import UsageError
+from vfeval.task import sha256_file
 
 HASHED_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model", ".tiktoken")
 
@@ -53,9 +54,7 @@ def weights_id(name_or_path: str, config: Any = None) -> str:
         root = Path(name_or_path).expanduser()
         for f in sorted(p for p in root.iterdir() if p.is_file() and p.suffix in HASHED_SUFFIXES):
             h.update(f.name.encode() + b"\0")
-            with open(f, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
+            sha256_file(f, h)
         return f"sha256:{h.hexdigest()}"
     return f"{name_or_path}@{getattr(config, '_commit_hash', None) or 'unknown'}"
 

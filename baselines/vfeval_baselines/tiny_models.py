@@ -87,8 +87,13 @@ def train_causal_lm(path: str | Path, texts: list[str], steps: int = 200, batch_
 
 
 def build_clip(out_dir: str | Path, image_size: int = 32, patch: int = 8, width: int = 32,
-               projection: int = 16, seed: int = 0) -> Path:
-    """A random CLIPModel with a character-level CLIP tokenizer and a CLIPImageProcessor, saved to ``out_dir``."""
+               projection: int = 16, seed: int = 0, text_width: int | None = None,
+               vision_mlp: int | None = None) -> Path:
+    """A random CLIPModel with a character-level CLIP tokenizer and a CLIPImageProcessor, saved to ``out_dir``.
+
+    ``width`` is the vision tower's (2 layers, MLP ``vision_mlp``, default 2 x width); the text tower (1 layer)
+    is ``text_width`` wide (default ``width``). ``width=64, vision_mlp=256`` is the videofirst ``tiny`` variant.
+    """
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
@@ -101,10 +106,11 @@ def build_clip(out_dir: str | Path, image_size: int = 32, patch: int = 8, width:
     vocab.update({"<|startoftext|>": bos, "<|endoftext|>": eos})
     CLIPTokenizer(vocab=vocab, merges=[]).save_pretrained(out)
     config = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=1,
+        text_config=dict(vocab_size=len(vocab), hidden_size=text_width or width,
+                         intermediate_size=2 * (text_width or width), num_hidden_layers=1,
                          num_attention_heads=2, max_position_embeddings=64, bos_token_id=bos, eos_token_id=eos,
                          pad_token_id=eos),
-        vision_config=dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
+        vision_config=dict(hidden_size=width, intermediate_size=vision_mlp or 2 * width, num_hidden_layers=2,
                            num_attention_heads=2, image_size=image_size, patch_size=patch),
         projection_dim=projection,
     )

@@ -23,9 +23,6 @@ from vfeval.errors import DataError, UsageError
 from vfeval.requests import VideoWindow
 from vfeval.video import read_window
 
-Pair = CaptionedClip
-"""One training clip: a video window and every caption given to it (``vfeval.captions``)."""
-
 
 class CaptionedVideos(Dataset):
     """Item i: ``(uint8 [T, H, W, 3] frames of clip i's window, its captions)``.
@@ -34,7 +31,7 @@ class CaptionedVideos(Dataset):
     small enough to hold in memory (``T x H x W x 3`` bytes per pair, per decoding process).
     """
 
-    def __init__(self, pairs: list[Pair], sampling: SamplingConfig, cache: bool = False) -> None:
+    def __init__(self, pairs: list[CaptionedClip], sampling: SamplingConfig, cache: bool = False) -> None:
         self.pairs = pairs
         self.sampling = sampling
         self.cache: dict[int, np.ndarray] | None = {} if cache else None

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from vfeval.config import to_dict
 from vfeval.errors import UsageError
 from vfeval.pipeline import Encoder
+from vfeval.task import sha256_file
 from vfeval_videofirst.config import (
     ARCHITECTURE_KEYS,
     BYTE_TEXT_DEPTH,
@@ -43,21 +44,13 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def _sha256_file(path: Path, h: Any = None) -> Any:
-    h = h or hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h
-
-
 def _clip_source_id(name_or_path: str, clip_config: Any) -> str:
     """What names CLIP's weights: a hash of a local directory's weight files, or the hub name and commit."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         h = hashlib.sha256()
         for f in sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin")):
-            _sha256_file(f, h)
+            sha256_file(f, h)
         return f"sha256:{h.hexdigest()}"
     return f"{name_or_path}@{getattr(clip_config, '_commit_hash', None) or 'unknown'}"
 
@@ -111,7 +104,7 @@ def build_model(cfg: VideoFirstConfig) -> tuple[DualEncoder, str]:
 
     if cfg.checkpoint:
         load_checkpoint(model, cfg.checkpoint)
-        return model, f"sha256:{_sha256_file(Path(cfg.checkpoint)).hexdigest()}"
+        return model, f"sha256:{sha256_file(Path(cfg.checkpoint)).hexdigest()}"
     if cfg.init == "clip":
         inflate.inflate_video(model.video, clip, cfg.inflation)
     if clip is not None:
