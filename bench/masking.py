@@ -1,46 +1,292 @@
-"""What masking, freezing and frame count cost: memory and time of the videofirst encoder, measured.
+"""What masking, freezing and frame count cost: memory and time of a videofirst training step, measured.
 
-    python bench/masking.py                      # S variant, 16 frames, 224 px, batch 2
-    python bench/masking.py --size 112 --batch 1 # smaller, for a slow machine
+    python bench/masking.py                                  # everything (tens of minutes on 2 cores)
+    python bench/masking.py --regime-frames 16 32 --size 64  # a quick look
+    python bench/masking.py --device cuda                    # on a GPU: bf16, and frames that fit the GPU
 
-Each configuration runs in a fresh subprocess and reports the growth of its peak resident memory
-(``ru_maxrss``) over the moment before the measured work began: torch's CPU allocations are invisible to
-tracemalloc, and a fresh process per configuration keeps one configuration's high-water mark out of the
-next one's. Training steps are forward + backward of the contrastive loss against fixed text embeddings
-(no optimiser state). MFU is the encoder's forward FLOPs per second over this machine's fp32 matmul rate,
-both measured in this run; FLOPs are counted by torch's FlopCounterMode plus attention counted by hand
-(4 L^2 D per joint layer), since the counter does not see the CPU attention kernel.
+Two parts:
+
+1. Short clips (``--frames``, default 16 at ``--size`` 224, variant S): dense training, 75% random masking,
+   and 75% masking with only the last 4 blocks trainable, then inference at F and 4F frames.
+2. The paper's regime: stage 2 on long clips (``--regime-frames``, default 64, 128, 256 at 112 px): dense
+   full training against 75% masking (all blocks, then the last 4 only), and the largest frame count whose
+   training step fits ``--budget-gib`` (a line fitted to the measured peaks; memory grows linearly in frames).
+
+Memory: every configuration runs in a fresh process (``vfeval_videofirst.profile.measure``), which resets the
+resident set's high-water mark before the measured steps; a training step holds AdamW's moments (a real
+step) and is reported beside the same step without an optimizer (activations and gradients only).
+
+Time: all the configurations that a ratio compares are built in one process and stepped in interleaved
+rounds (``harness.interleaved``); each ratio is the ratio of the best times of the same rounds, with the range
+of the per-round ratios. MFU is the encoder's forward FLOPs per second over the best matmul rate of the
+same rounds, of a square matmul and of the encoder's own MLP shape, on the same threads and dtype (fp32 on
+CPU, bf16 on CUDA); FLOPs are torch's FlopCounterMode plus attention counted by hand (4 L^2 D per layer).
+A forward pass that outran its own matmuls would be a measurement error: ``mfu`` refuses it.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import time
+from collections.abc import Callable
+from typing import Any
 
-from vfeval_videofirst.profile import matmul_rate, measure
+from harness import Figure, best, interleaved, print_figures, ratio, single, write_json
+from vfeval_videofirst.profile import attention_flops, measure, videofirst_config
 
-# The configuration every row shares: random weights, no text tower, 512-d embeddings, random masks.
-OPTIONS = {"init": "none", "text": "none", "mask": "random", "embed_dim": 512, "device": "cpu"}
+EMBED_DIM = 512
+FREEZE = 4  # blocks that learn in stage 2 (as configs/train/stage2_long.yaml)
+RATIO = 0.75
 
 
-def run(args: dict) -> dict:
-    """One measurement in a fresh process (``vfeval_videofirst.profile.measure``), without optimizer state."""
-    options = {**OPTIONS, "variant": args["variant"], "image_size": args["size"], "num_frames": args["frames"]}
-    return measure(
-        {
-            "encoder": "videofirst",
-            "options": options,
-            "kind": args["kind"],
-            "frames": args["frames"],
-            "mask_ratio": args.get("ratio", 0.0),
-            "trainable_layers": args.get("freeze") or -1,
-            "batch": args["batch"],
-            "steps": args["steps"],
-            "optimizer": False,
-            "flops": args.get("flops", False),
-            "device": "cpu",
-        }
-    )
+class InvalidFigure(ValueError):
+    """A figure that breaks an invariant (an MFU above 100%): a measurement error, not a result."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pure arithmetic of the report (unit-tested in tests/test_bench_invariants.py)
+
+
+def mfu(fwd_flops: float, fwd_times: list[float], probes: dict[str, tuple[float, list[float]]],
+        target: str = "", unit_note: str = "") -> Figure:
+    """Model FLOPs utilisation in percent, from timings of the same rounds.
+
+    fwd_times[i] and every probe's times[i] come from round i; probes: name -> (FLOPs of one call, times).
+    The peak of round i is the best rate of any probe in round i, so the forward pass and its reference
+    share the machine's state. Best figure: best forward rate over best probe rate; spread: per round.
+    Raises ``InvalidFigure`` if any round, or the best, is above 100%."""
+    n = len(fwd_times)
+    if not n or any(len(t) != n for _, t in probes.values()):
+        raise ValueError("mfu: the forward pass and every probe need the same non-empty rounds")
+    per_round = []
+    for i in range(n):
+        peak = max(flops / times[i] for flops, times in probes.values())
+        per_round.append(100 * fwd_flops / fwd_times[i] / peak)
+    peak_best = max(flops / min(times) for flops, times in probes.values())
+    value = 100 * fwd_flops / min(fwd_times) / peak_best
+    worst = max(per_round + [value])
+    if worst > 100:
+        raise InvalidFigure(
+            f"MFU of {worst:.1f}% above 100%: the forward pass outran the matmuls it is made of; the reference "
+            "probes do not reach this machine's peak (rerun on a quiet machine, or add the encoder's shapes)"
+        )
+    return Figure("MFU, inference forward" + unit_note, value, min(per_round), max(per_round), "%", target,
+                  "forward FLOP/s over the best matmul FLOP/s of the same rounds", n)
+
+
+def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
+    """Least squares ``y = a + b x``: returns (a, b, R^2)."""
+    n = len(xs)
+    if n < 2 or len(set(xs)) < 2:
+        raise ValueError("fit_line needs at least two distinct x")
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+    a = my - b * mx
+    ss_tot = sum((y - my) ** 2 for y in ys)
+    ss_res = sum((y - a - b * x) ** 2 for x, y in zip(xs, ys, strict=True))
+    return a, b, 1.0 - ss_res / ss_tot if ss_tot else 1.0
+
+
+def frames_within(budget_mib: float, frames: list[int], peaks: list[float], step: int) -> tuple[int, float]:
+    """The largest frame count (a multiple of ``step``, the tubelet's length) whose fitted peak fits the
+    budget, and the fit's R^2. 0 if not even ``step`` frames fit."""
+    a, b, r2 = fit_line([float(f) for f in frames], peaks)
+    if b <= 0:
+        raise ValueError("fitted memory does not grow with frames; measure more frame counts")
+    most = math.floor((budget_mib - a) / b / step) * step
+    return max(0, most), r2
+
+
+# ---------------------------------------------------------------------------------------------------
+# Building steps in this process
+
+
+def build(variant: str, size: int, frames: int, ratio_: float, trainable: int, batch: int, device: str,
+          kind: str = "train", optimizer: bool = True, bf16: bool = False) -> tuple[Callable[[], None], Any]:
+    """One training step (forward, contrastive loss, backward, AdamW) or one inference forward pass of a
+    fresh random videofirst video tower, as a callable; and the model."""
+    import torch
+    from vfeval_videofirst.masking import mask_rng
+    from vfeval_videofirst.torch.encoder import build_model, resolve_device
+    from vfeval_videofirst.torch.model import contrastive_loss
+    from vfeval_videofirst.torch.train import set_trainable
+
+    options = {"variant": variant, "image_size": size, "num_frames": frames, "embed_dim": EMBED_DIM,
+               "mask": "random" if ratio_ > 0 else "none"}
+    cfg = videofirst_config(options, kind, ratio_)
+    dev = resolve_device(device)
+    torch.manual_seed(0)
+    dual = build_model(cfg)[0]
+    model = dual.video.to(dev)
+    video = torch.randn(batch, 3, frames, size, size, device=dev)
+    generator = mask_rng(0)  # a fresh mask every step, as in training
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16)
+    if kind == "infer":
+        model.eval()
+
+        def forward() -> None:
+            with torch.inference_mode(), autocast:
+                model(video)
+
+        return forward, model
+    model.train()
+    set_trainable(dual, trainable, train_text=False, learn_temperature=False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4) if optimizer else None
+    text = torch.nn.functional.normalize(torch.randn(batch, EMBED_DIM, device=dev), dim=-1)
+    scale = torch.tensor(2.0, device=dev)
+
+    def step() -> None:
+        with autocast:
+            out = model(video, generator=generator)
+        contrastive_loss(out.float(), text, scale).backward()
+        if opt is not None:
+            opt.step()
+        model.zero_grad(set_to_none=True)
+
+    return step, model
+
+
+def forward_flops(model: Any, frames: int, size: int, batch: int, device: str) -> tuple[float, int]:
+    """FLOPs of one inference forward pass (FlopCounterMode does not see the CPU attention kernel), and
+    the tokens of its sequence."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    video = torch.randn(batch, 3, frames, size, size, device=next(model.parameters()).device)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        x, _ = model.tokens(video)
+        model(video)
+    return counter.get_total_flops() + attention_flops(model, x.shape[1], batch), x.shape[1]
+
+
+def matmul_probe(m: int, k: int, n: int, device: str, bf16: bool) -> tuple[float, Callable[[], None]]:
+    """(FLOPs, callable) of one ``[m, k] @ [k, n]`` matmul in the dtype the forward pass computes in."""
+    import torch
+
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    a = torch.randn(m, k, device=device, dtype=dtype)
+    b = torch.randn(k, n, device=device, dtype=dtype)
+    return 2.0 * m * k * n, lambda: a @ b
+
+
+def _sync(device: str) -> Callable[[], None] | None:
+    if device != "cuda":
+        return None
+    import torch
+
+    return torch.cuda.synchronize
+
+
+# ---------------------------------------------------------------------------------------------------
+# The two parts
+
+
+def memory_row(variant: str, size: int, frames: int, ratio_: float, trainable: int, batch: int, device: str,
+               optimizer: bool, kind: str = "train") -> float:
+    """Peak MiB of a training step (or inference pass) in a fresh process."""
+    options = {"init": "none", "text": "none", "embed_dim": EMBED_DIM, "variant": variant, "image_size": size,
+               "num_frames": frames, "device": device}
+    if ratio_ > 0:
+        options["mask"] = "random"
+    args = {"encoder": "videofirst", "options": options, "kind": kind, "frames": frames, "mask_ratio": ratio_,
+            "batch": batch, "steps": 1, "optimizer": optimizer, "device": device}
+    if kind == "train":
+        args["trainable_layers"] = trainable
+    return float(measure(args)["peak_mib"])
+
+
+def short_clips(ns: argparse.Namespace) -> list[Figure]:
+    v, s, f, b, dev = ns.variant, ns.size, ns.frames, ns.batch, ns.device
+    bf16 = dev == "cuda"
+    figures: list[Figure] = []
+    configs = {"dense": (0.0, -1), "masked": (RATIO, -1), "masked, last 4": (RATIO, FREEZE)}
+    mem = {}
+    for name, (r, k) in configs.items():
+        for opt in (True, False):
+            mem[name, opt] = memory_row(v, s, f, r, k, b, dev, opt)
+            label = "AdamW step" if opt else "activations only"
+            figures.append(single(f"{f} frames: peak MiB, {name} ({label})", mem[name, opt],
+                                  note="fresh process"))
+    for opt, label in ((True, "with AdamW"), (False, "activations only")):
+        figures.append(single(f"{f} frames: memory saving of 75% masking ({label})",
+                              mem["dense", opt] / mem["masked", opt], unit="x", note="fresh processes"))
+    infer = {n: memory_row(v, s, n, 0.0, -1, 1, dev, False, kind="infer") for n in (f, 4 * f)}
+    figures.append(single(f"inference memory, {4 * f} / {f} frames", infer[4 * f] / infer[f], unit="x",
+                          target="<= 4.5", note="fresh processes, batch 1"))
+
+    steps = {name: build(v, s, f, r, k, b, dev, bf16=bf16)[0] for name, (r, k) in configs.items()}
+    forward, model = build(v, s, f, 0.0, -1, 1, dev, kind="infer", bf16=bf16)
+    flops, tokens = forward_flops(model, f, s, 1, dev)
+    fc1 = model.blocks[0].mlp.fc1  # the encoder's largest matmul: [tokens, width] @ [width, mlp]
+    probes = {"square": matmul_probe(ns.matmul, ns.matmul, ns.matmul, dev, bf16),
+              "mlp": matmul_probe(tokens, fc1.in_features, fc1.out_features, dev, bf16)}
+    variants = {**steps, "forward": forward, **{f"mm {k}": fn for k, (_, fn) in probes.items()}}
+    times = interleaved(variants, ns.rounds, sync=_sync(dev))
+    note = "same process, interleaved rounds"
+    figures += [
+        ratio("step speed-up of 75% masking", times["dense"], times["masked"], note=note),
+        ratio("further step speed-up of freezing all but the last 4", times["masked"], times["masked, last 4"],
+              note=note),
+        best(f"training step, dense, batch {b}", times["dense"], note=note),
+        best(f"training step, 75% masked, batch {b}", times["masked"], note=note),
+    ]
+    try:
+        figures.append(mfu(flops, times["forward"], {k: (fl, times[f"mm {k}"]) for k, (fl, _) in probes.items()},
+                           target="50-100", unit_note=" (bf16)" if bf16 else " (fp32)"))
+    except InvalidFigure as exc:
+        print(f"MFU not reported: {exc}")
+    figures.append(best("encoder forward rate", [flops / t / 1e9 for t in times["forward"]], unit="GFLOP/s",
+                        higher_is_better=True, note=note))
+    return figures
+
+
+def regime(ns: argparse.Namespace) -> list[Figure]:
+    v, s, b, dev = ns.variant, ns.regime_size, ns.regime_batch, ns.device
+    bf16 = dev == "cuda"
+    configs = {"dense": (0.0, -1), "masked": (RATIO, -1), "masked, last 4": (RATIO, FREEZE)}
+    figures: list[Figure] = []
+    peaks: dict[str, list[float]] = {name: [] for name in configs}
+    target_frames = 128 if 128 in ns.regime_frames else max(ns.regime_frames)
+    for f in ns.regime_frames:
+        mem = {name: memory_row(v, s, f, r, k, b, dev, True) for name, (r, k) in configs.items()}
+        for name in configs:
+            peaks[name].append(mem[name])
+            figures.append(single(f"stage 2, {f} frames: peak MiB, {name} (AdamW step)", mem[name],
+                                  note="fresh process"))
+        if f == target_frames:
+            act = {name: memory_row(v, s, f, r, k, b, dev, False) for name, (r, k) in configs.items()}
+            for name in configs:
+                figures.append(single(f"stage 2, {f} frames: peak MiB, {name} (activations only)", act[name],
+                                      note="fresh process"))
+        is_target = f == target_frames
+        figures += [
+            single(f"stage 2, {f} frames: memory saving of 75% masking (AdamW)", mem["dense"] / mem["masked"],
+                   unit="x", target=">= 3" if is_target else "", note="fresh processes"),
+            single(f"stage 2, {f} frames: further saving of last-4-only (AdamW)",
+                   mem["masked"] / mem["masked, last 4"], unit="x", target=">= 2" if is_target else "",
+                   note="fresh processes"),
+        ]
+        steps = {name: build(v, s, f, r, k, b, dev, bf16=bf16)[0] for name, (r, k) in configs.items()}
+        times = interleaved(steps, ns.regime_rounds, sync=_sync(dev))
+        del steps
+        note = "same process, interleaved rounds"
+        figures += [
+            ratio(f"stage 2, {f} frames: step speed-up of 75% masking", times["dense"], times["masked"],
+                  target=">= 3" if is_target else "", note=note),
+            ratio(f"stage 2, {f} frames: step speed-up, dense full vs 75% + last 4", times["dense"],
+                  times["masked, last 4"], note=note),
+            best(f"stage 2, {f} frames: step s, 75% + last 4", times["masked, last 4"], note=note),
+        ]
+    if len(ns.regime_frames) >= 2:
+        budget = ns.budget_gib * 1024
+        for name in ("dense", "masked, last 4"):
+            most, r2 = frames_within(budget, ns.regime_frames, peaks[name], 2)
+            figures.append(single(f"frames that fit {ns.budget_gib:g} GiB, {name} (AdamW step)", most,
+                                  unit="frames", note=f"line fitted to the peaks, R^2 {r2:.4f}"))
+    return figures
 
 
 def main() -> None:
@@ -49,47 +295,31 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up step")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds after one warm-up round")
+    parser.add_argument("--matmul", type=int, default=2048, help="side of the square reference matmul")
+    parser.add_argument("--regime-frames", type=int, nargs="*", default=[64, 128, 256])
+    parser.add_argument("--regime-size", type=int, default=112)
+    parser.add_argument("--regime-batch", type=int, default=1)
+    parser.add_argument("--regime-rounds", type=int, default=2)
+    parser.add_argument("--budget-gib", type=float, default=16.0, help="memory budget for the frames answer")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--skip-short", action="store_true", help="only the stage-2 regime")
+    parser.add_argument("--json", help="also write the figures to this JSON file (for bench/run_all.py)")
     ns = parser.parse_args()
+    if ns.device == "cuda":
+        import torch
 
-    base = dict(variant=ns.variant, size=ns.size, frames=ns.frames, batch=ns.batch, steps=ns.steps)
+        ns.budget_gib = torch.cuda.get_device_properties(0).total_memory / 2**30
     started = time.perf_counter()
-    dense = run({**base, "kind": "train", "ratio": 0.0})
-    masked = run({**base, "kind": "train", "ratio": 0.75})
-    frozen = run({**base, "kind": "train", "ratio": 0.75, "freeze": 4})
-    infer = run({**base, "kind": "infer", "batch": 1, "flops": True})
-    infer4 = run({**base, "kind": "infer", "batch": 1, "frames": 4 * ns.frames})
-    rate = matmul_rate()
-    mfu = infer["fwd_flops"] / infer["step_s"] / rate
-
-    print(
-        f"videofirst {ns.variant}, {ns.frames} frames, {ns.size} px, tubelet 2x16x16, batch {ns.batch} "
-        f"(inference batch 1), fp32 CPU; {time.perf_counter() - started:.0f} s in all\n"
-    )
-    rows = [
-        ("train, no masking", dense),
-        ("train, 75% random masking", masked),
-        ("train, 75% masking + last 4 layers only", frozen),
-        (f"inference, {ns.frames} frames", infer),
-        (f"inference, {4 * ns.frames} frames", infer4),
-    ]
-    print(f"{'configuration':42} {'tokens':>7} {'peak MiB':>9} {'step s':>8}")
-    for name, r in rows:
-        print(f"{name:42} {r['tokens']:>7} {r['peak_mib']:>9.0f} {r['step_s']:>8.2f}")
-    print()
-    figures = [
-        ("memory saving, 75% masking (target >= 3x)", dense["peak_mib"] / masked["peak_mib"]),
-        ("step speed-up, 75% masking (target >= 3x)", dense["step_s"] / masked["step_s"]),
-        ("further memory saving, freezing (target >= 2x)", masked["peak_mib"] / frozen["peak_mib"]),
-        ("further step speed-up, freezing", masked["step_s"] / frozen["step_s"]),
-        ("inference memory, 4x frames (target <= 4.5x)", infer4["peak_mib"] / infer["peak_mib"]),
-        ("inference time, 4x frames", infer4["step_s"] / infer["step_s"]),
-    ]
-    for name, value in figures:
-        print(f"{name:52} {value:6.2f}x")
-    print(f"{'matmul rate (fp32, 2048^2)':52} {rate / 1e9:6.1f} GFLOP/s")
-    print(f"{'encoder forward rate':52} {infer['fwd_flops'] / infer['step_s'] / 1e9:6.1f} GFLOP/s")
-    print(f"{'MFU, inference forward (target >= 50%)':52} {100 * mfu:6.1f} %")
+    figures = [] if ns.skip_short else short_clips(ns)
+    if ns.regime_frames:
+        figures += regime(ns)
+    dtype = "bf16 autocast" if ns.device == "cuda" else "fp32"
+    title = (f"videofirst {ns.variant}, tubelet 2x16x16, {dtype} on {ns.device}: {ns.frames} frames at {ns.size} px "
+             f"(batch {ns.batch}); stage 2 at {ns.regime_frames} frames, {ns.regime_size} px (batch "
+             f"{ns.regime_batch}); {time.perf_counter() - started:.0f} s in all")
+    print_figures(title, figures)
+    write_json(ns.json, "masking", figures, {"title": title})
 
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ def throughput(root: Path, modes: list[str], size: int, work: Path) -> None:
         chosen = plan(mode, cfg.run.workers, len(windows))
 
         t0 = time.perf_counter()
-        with open_pool(mode, cfg.run.workers, cfg.run.video_timeout, cfg.pipeline.sampling.decoder, n) as pool:
+        with open_pool(mode, cfg.run.workers, cfg.run.video_timeout, pipeline.decoder, n) as pool:
             jobs = [pool.submit(w, cfg.pipeline.sampling) for w in windows]
             clips = [job.result() for job in jobs]
         decode_s = time.perf_counter() - t0

@@ -119,15 +119,15 @@ def test_retrieval_captions_then_llm_through_the_runner(tmp_path, host, lm_dir):
     # Each 2 s segment got the bank phrase of its own colour, in order, and the LM read exactly those.
     from vfeval.cache import Cache
     from vfeval.pipeline import Pipeline
-    from vfeval.runner import window_key
+    from vfeval.runner import stored_features
 
     pipeline = Pipeline.from_config(cfg.pipeline, host.registry)
     cache = Cache(tmp_path / "cache" / "vfeval.sqlite")
     samples = [json.loads(line) for line in (outcome.run_dir / "samples.jsonl").read_text().splitlines()]
     for sample in samples:
         uid = sample["id"]
-        stored = cache.get_features(pipeline.features_key(), window_key(VideoWindow(uid, str(root / "videos" /
-                                                                                         f"{uid}.mp4"))))
+        stored = stored_features(cache, pipeline, VideoWindow(uid, str(root / "videos" / f"{uid}.mp4")),
+                                 cfg.run.batch_size)
         assert stored["captions"] == [f"a {c} square appears" for c in truth[uid]]
         assert stored["times"] == [(0.0, SEGMENT), (SEGMENT, 2 * SEGMENT)]
         options = [q for q in json.loads((root / "questions.json").read_text()) if q["q_uid"] == uid][0]

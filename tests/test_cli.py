@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from vfeval import hookimpl
+from vfeval.config import EncoderConfig, load_run_config
+from vfeval.errors import UsageError
+from vfeval.pipeline import Pipeline
+from vfeval.specs import EncoderSpec, TaskSpec
+from vfeval.testing import ConstantEncoder, registered_plugin
 
 REPO = Path(__file__).resolve().parents[1]
 EGO = REPO / "configs" / "egoschema.yaml"
@@ -85,3 +94,117 @@ def test_pipeline_that_cannot_answer_is_refused_before_decoding(tmp_path, ego_an
                  f"output.cache_dir={tmp_path}/c", cwd=tmp_path)
     assert res.returncode == 2
     assert "needs an encoder that can embed_video" in res.stderr
+
+
+# -- the backend an encoder runs on (pipeline.encoder.backend) ------------------------------------------
+
+
+@dataclass
+class TwoBackendConfig(EncoderConfig):
+    name: str = "two-backend"
+    dim: int = 8
+
+
+def make_two_backend(cfg: TwoBackendConfig) -> ConstantEncoder:
+    assert cfg.backend in ("numpy", "torch", "jax")  # resolved before the factory sees the config
+    return ConstantEncoder(cfg.dim)
+
+
+class TwoBackendPlugin:
+    @hookimpl
+    def register_encoders(self, register):
+        register(EncoderSpec(name="two-backend", factory=make_two_backend, config=TwoBackendConfig,
+                             backends=("numpy", "torch", "jax"), capabilities=("embed_video", "embed_text")))
+
+
+def two_backend_config(host, *overrides: str):
+    base = ["task.root=/nowhere", "pipeline.encoder.name=two-backend", "pipeline.aggregator.name=identity"]
+    return load_run_config(EGO, [*base, *overrides], host.registry)
+
+
+def test_backend_defaults_to_the_first_and_is_set_on_the_config(host):
+    with registered_plugin(host, TwoBackendPlugin(), "two-backend-plugin"):
+        assert two_backend_config(host).pipeline.encoder.backend == "numpy"
+        assert two_backend_config(host, "pipeline.encoder.backend=torch").pipeline.encoder.backend == "torch"
+    # an encoder that declares one backend gets it without asking
+    assert load_run_config(EGO, ["pipeline.encoder.name=pixel"], host.registry).pipeline.encoder.backend == "numpy"
+
+
+def test_backend_is_in_the_result_and_the_fingerprint(host):
+    with registered_plugin(host, TwoBackendPlugin(), "two-backend-plugin"):
+        pipes = {b: Pipeline.from_config(two_backend_config(host, f"pipeline.encoder.backend={b}").pipeline,
+                                         host.registry) for b in ("numpy", "torch")}
+        assert pipes["numpy"].encoder_identity()["backend"] == "numpy"
+        assert pipes["torch"].describe()["encoder"]["backend"] == "torch"
+        assert pipes["numpy"].fingerprint() != pipes["torch"].fingerprint()
+        same = Pipeline.from_config(two_backend_config(host).pipeline, host.registry)
+        assert same.fingerprint() == pipes["numpy"].fingerprint()  # absent means the first, not something else
+
+
+def test_unknown_backend_names_those_available(host):
+    with registered_plugin(host, TwoBackendPlugin(), "two-backend-plugin"):
+        with pytest.raises(UsageError, match=r"'pipeline.encoder.backend': 'tpu'; encoder 'two-backend' runs on "
+                                             r"numpy, torch, jax"):
+            two_backend_config(host, "pipeline.encoder.backend=tpu")
+
+
+def test_backend_whose_framework_is_missing_gives_the_install_command(host, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "jax" else real(name, *a))
+    with registered_plugin(host, TwoBackendPlugin(), "two-backend-plugin"):
+        with pytest.raises(UsageError) as info:
+            two_backend_config(host, "pipeline.encoder.backend=jax")
+    message = str(info.value)
+    assert "jax is not installed" in message and 'pip install "vfeval[jax]"' in message
+    assert "also runs on numpy, torch" in message and "\n" not in message
+
+
+def test_backend_errors_on_the_command_line(tmp_path):
+    res = vfeval("run", str(EGO), f"task.root={tmp_path}", "pipeline.encoder.backend=jax", cwd=tmp_path)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert "'pipeline.encoder.backend'" in res.stderr and "encoder 'pixel' runs on numpy" in res.stderr
+
+
+# -- plugins fail alone ----------------------------------------------------------------------------------
+
+
+class TwinPlugin:
+    def __init__(self, task: str = "twin-task") -> None:
+        self.task = task
+
+    @hookimpl
+    def register_encoders(self, register):
+        register(EncoderSpec(name="twin-encoder", factory=make_two_backend, config=TwoBackendConfig))
+
+    @hookimpl
+    def register_tasks(self, register):
+        register(TaskSpec(name=self.task, factory="nowhere:make"))
+
+
+def test_a_contested_name_is_unusable_and_everything_else_works(host):
+    with registered_plugin(host, TwinPlugin("task-a"), "twin-a"), registered_plugin(host, TwinPlugin("task-b"), "twin-b"):
+        registry = host.registry
+        with pytest.raises(UsageError, match=r"encoder 'twin-encoder' is registered by both plugin 'twin-a' and "
+                                             r"plugin 'twin-b'"):
+            registry.get("encoders", "twin-encoder")
+        assert registry.get("tasks", "task-a").plugin == "twin-a"  # their other names work
+        assert registry.get("tasks", "task-b").plugin == "twin-b"
+        assert registry.get("encoders", "pixel").plugin == "baselines"
+        cfg = load_run_config(EGO, ["pipeline.encoder.name=hashed-text"], registry)  # runs that use neither
+        assert cfg.pipeline.encoder.name == "hashed-text"
+
+
+class BrokenHookPlugin:
+    @hookimpl
+    def register_tasks(self, register):
+        raise RuntimeError("needs the csv-mc data package")
+
+
+def test_asking_for_a_name_of_a_failed_plugin_says_it_failed_and_why(host):
+    with registered_plugin(host, BrokenHookPlugin(), "broken-tasks"):
+        with pytest.raises(UsageError) as info:
+            host.registry.get("tasks", "csv-mc")
+        assert host.registry.get("tasks", "egoschema").plugin == "benchmarks"
+    message = str(info.value)
+    assert "unknown task 'csv-mc'" in message
+    assert "plugin 'broken-tasks' failed" in message and "needs the csv-mc data package" in message

@@ -13,21 +13,17 @@ from pathlib import Path
 
 import pytest
 
+from vfeval import hookimpl
 from vfeval.config import load_run_config
 from vfeval.errors import UsageError
+from vfeval.hashing import fingerprint
 from vfeval.leaderboard.build import build_site, script_json
-from vfeval.leaderboard.records import (
-    Record,
-    RecordError,
-    add_run,
-    family_of,
-    load_records,
-    rank,
-    validate,
-)
+from vfeval.leaderboard.records import Record, add_run, load_records, rank
 from vfeval.plugins import get_plugin_manager
+from vfeval.results import ResultError, validate
 from vfeval.runner import run
-from vfeval.task import fingerprint
+from vfeval.specs import EncoderSpec
+from vfeval.testing import ConstantEncoder, registered_plugin
 
 REPO = Path(__file__).resolve().parents[1]
 HOSTILE = "<script>alert(1)</script>"
@@ -83,6 +79,13 @@ def record(runs) -> dict:
     return json.loads((runs["pixel-4f"] / "results.json").read_text())
 
 
+def _nested(depth: int) -> dict:
+    value: dict = {}
+    for _ in range(depth):
+        value = {"x": value}
+    return value
+
+
 def _set(data: dict, dotted: str, value) -> None:
     *parents, leaf = dotted.split(".")
     for key in parents:
@@ -100,7 +103,12 @@ def _set(data: dict, dotted: str, value) -> None:
         ("task.n", "80", "field 'task.n' must be a non-negative integer"),
         ("run.name", "", "field 'run.name' must be a non-empty string"),
         ("pipeline.encoder", "pixel", "field 'pipeline.encoder' must be an object"),
-        ("metrics.accuracy.value", "high", "field 'metrics.accuracy.value' must be a number"),
+        ("metrics.accuracy.value", "high", "field 'metrics.accuracy.value' must be a finite number or null"),
+        ("metrics.accuracy.value", float("nan"), "field 'metrics.accuracy.value' is nan"),
+        ("metrics.accuracy.ci95", [float("-inf"), 1.0], "field 'metrics.accuracy.ci95.0' is -inf"),
+        ("cost.wall_s", float("inf"), "field 'cost.wall_s' is inf"),
+        ("breakdowns.accuracy_by_type", {"x": {"value": "?"}}, "field 'breakdowns.accuracy_by_type.x.value'"),
+        ("run.config.deep", _nested(40), "field 'run.config.deep.x' is nested more than 32 levels deep"),
         ("complete", "yes", "field 'complete' must be true or false"),
         ("schema", "vfeval.result/0", "field 'schema' is \"vfeval.result/0\""),
         ("protocol.options.data", "real", "field 'protocol.fingerprint' does not match"),
@@ -113,29 +121,10 @@ def test_a_bad_record_is_refused_with_one_line_naming_the_field(record, field, v
     validate(record)
     bad = copy.deepcopy(record)
     _set(bad, field, value)
-    with pytest.raises(RecordError) as info:
+    with pytest.raises(ResultError) as info:
         validate(bad)
     assert message in str(info.value)
     assert "\n" not in str(info.value)
-
-
-@pytest.mark.parametrize(
-    "encoder, aggregator, family",
-    [
-        ("videofirst", "identity", "video-first"),
-        ("videofirst", "mean", "video-first"),
-        ("retrieval", "llm", "llm-over-segments"),
-        ("hf-image-captioner", "llm", "llm-over-segments"),
-        ("hf-clip", "mean", "image-first"),
-        ("pixel", "identity", "baseline"),
-        ("hashed-text", "blind", "baseline"),
-        ("videofirst", "random", "baseline"),
-        ("hf-clip", "constant", "baseline"),
-        ("someone-elses", "identity", "other"),
-    ],
-)
-def test_pipeline_families_follow_the_documented_rule(encoder, aggregator, family):
-    assert family_of(encoder, aggregator) == family
 
 
 def test_add_copies_the_record_and_its_samples_and_the_cli_refuses_a_bad_one(tmp_path, runs):
@@ -284,6 +273,102 @@ def test_records_from_real_runs_fill_the_columns(runs):
     assert rec.frames == 8 and rec.family == "baseline" and rec.synthetic
     samples = (runs["pixel-8f"] / "samples.jsonl").read_text().splitlines()
     assert rec.value is not None and rec.ci is not None and rec.n == len(samples) > 0
+
+
+def _make_video_first(config):
+    return ConstantEncoder()
+
+
+class FamilyPlugin:
+    """A third-party encoder that declares its family."""
+
+    def __init__(self, family: str) -> None:
+        self.family = family
+
+    @hookimpl
+    def register_encoders(self, register):
+        register(EncoderSpec(name="const-vf", factory=_make_video_first, family=self.family,
+                             capabilities=("embed_video", "embed_text")))
+
+
+def test_the_runner_records_the_family_the_specs_declare_and_the_leaderboard_reads_only_that(runs, tmp_path):
+    host = get_plugin_manager()
+    data = json.loads((runs["pixel-4f"] / "results.json").read_text())["run"]["config"]["task"]["root"]
+    results = {}
+    for family, aggregator in (("video-first", "identity"), ("video-first", "random"), ("other", "identity")):
+        with registered_plugin(host, FamilyPlugin(family), "family-plugin"):
+            cfg = load_run_config(None, [
+                "task.name=egoschema", f"task.root={data}", "task.split=subset", "pipeline.encoder.name=const-vf",
+                f"pipeline.aggregator.name={aggregator}", "pipeline.sampling.num_frames=2",
+                "pipeline.sampling.size=32", "pipeline.sampling.crop=32", f"output.dir={tmp_path / 'runs'}",
+                f"output.cache_dir={tmp_path / 'cache'}", f"output.name={family}-{aggregator}"], host.registry)
+            results[family, aggregator] = run(cfg, host, progress=False).result["pipeline"]
+    assert results["video-first", "identity"]["family"] == "video-first"
+    assert results["video-first", "random"]["family"] == "baseline"  # the aggregator's family wins
+    assert results["other", "identity"]["family"] == "other"
+    # The family names a column, not a computation: it is outside the pipeline fingerprint.
+    assert results["other", "identity"]["fingerprint"] == results["video-first", "identity"]["fingerprint"]
+    # A record written before families were recorded: nothing is derived from its plugin names.
+    old = json.loads((runs["pixel-4f"] / "results.json").read_text())
+    old["pipeline"]["encoder"]["name"] = "videofirst"
+    assert old["pipeline"]["encoder"]["backend"] == "numpy"
+    del old["pipeline"]["family"], old["pipeline"]["encoder"]["backend"]
+    validate(old)
+    assert Record(old).family == "other" and Record(old).family_label == "other"
+    # The backend is the record's pipeline.encoder.backend, and nothing else.
+    assert Record(old).backend == ""
+    old["pipeline"]["encoder"]["config"]["backend"] = "jax"
+    assert Record(old).backend == ""
+    old["pipeline"]["encoder"]["backend"] = "jax"
+    assert Record(old).backend == "jax"
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_the_site_is_a_pure_function_of_the_results_folder(tmp_path, runs):
+    """Built with the first-party plugins and with no plugin at all (not even the core's), the committed
+    records and fresh ones give the same bytes."""
+    for name, results in (("committed", REPO / "leaderboard" / "results"), ("fresh", tmp_path / "fresh")):
+        if name == "fresh":
+            for label in ("pixel-4f", "random", "limited"):
+                add_run(runs[label], results)
+            record = json.loads(next(results.glob("*pixel-4f*.json")).read_text())
+            assert record["pipeline"]["family"] == "baseline"
+        sites = {}
+        for plugins in ("core,benchmarks,baselines,videofirst", ""):
+            out = tmp_path / f"site-{name}-{plugins.count(',')}"
+            env = {**os.environ, "VFEVAL_PLUGINS": plugins}
+            res = subprocess.run([sys.executable, "-m", "vfeval", "leaderboard", "build", "--results", str(results),
+                                  "--out", str(out)], capture_output=True, text=True, env=env, cwd=tmp_path)
+            assert res.returncode == 0, res.stderr
+            sites[plugins] = _tree(out)
+        with_plugins, without = sites.values()
+        assert with_plugins.keys() == without.keys() and len(with_plugins) > 5
+        assert [k for k in with_plugins if with_plugins[k] != without[k]] == []
+
+
+def test_leaderboard_add_refuses_nan_and_deep_nesting_in_one_line_naming_file_and_field(tmp_path, runs):
+    text = (runs["blind"] / "results.json").read_text()
+    cases = {
+        "nan": (text.replace('"value": ', '"value": NaN, "was": ', 1), "field 'metrics.accuracy.value' is nan"),
+        "inf": (text.replace('"wall_s": ', '"wall_s": Infinity, "was": ', 1), "field 'cost.wall_s' is inf"),
+        "deep": (text.replace('"config": {', '"config": {"deep": ' + "[" * 100_000 + "]" * 100_000 + ", ", 1),
+                 "nested more than 32 levels deep"),
+        "deep-ok-json": (text.replace('"config": {', '"config": {"deep": ' + "[" * 200 + "]" * 200 + ", ", 1),
+                         "field 'run.config.deep.0' is nested more than 32 levels deep"),
+    }
+    for name, (body, message) in cases.items():
+        bad = tmp_path / name
+        bad.mkdir()
+        (bad / "results.json").write_text(body)
+        for command in (["leaderboard", "add", str(bad), "--dir", str(tmp_path / "r")],
+                        ["leaderboard", "build", "--results", str(bad), "--out", str(tmp_path / "site")]):
+            res = vfeval(*command)
+            assert res.returncode == 2, (name, command, res.stderr[-300:])
+            assert message in res.stderr and str(bad / "results.json") in res.stderr, (name, res.stderr[-300:])
+            assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
 
 
 SUITE = """\

@@ -108,6 +108,9 @@ def test_a_resumed_run_reaches_the_weights_of_an_uninterrupted_one(tmp_path, dat
         "step-0000002.safetensors",
         "step-0000002.state.safetensors",
     ]
+    # ... and a metrics record torn by the kill: its line never got its newline.
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text("\n".join(lines[:3]) + "\n" + lines[3][:9])
     with pytest.raises(UsageError, match="resume=true"):
         train(config, host)
     with pytest.raises(UsageError, match="config differs.*optim.lr"):
@@ -124,6 +127,19 @@ def test_a_resumed_run_reaches_the_weights_of_an_uninterrupted_one(tmp_path, dat
     steps = [m["step"] for m in metrics(run)]
     assert steps == [1, 2, 3, 4, 5, 6]
     assert [m["loss"] for m in metrics(run)] == [m["loss"] for m in metrics(straight.parent)]
+
+
+def test_metrics_keep_the_records_up_to_the_checkpoint_and_refuse_a_corrupt_one(tmp_path):
+    from vfeval_videofirst.torch.train import _truncate_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    records = "".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (1, 2, 3))
+    path.write_text(records + '{"step": 4, "lo')
+    _truncate_metrics(path, 2)
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
+    path.write_text('{"step": 1}\nnot json\n{"step": 3}\n')
+    with pytest.raises(UsageError, match="metrics.jsonl: line 2 is not a metrics record"):
+        _truncate_metrics(path, 2)
 
 
 def test_two_processes_under_torchrun_match_one_process_with_their_global_batch(tmp_path, data, host):

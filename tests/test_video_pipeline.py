@@ -16,11 +16,13 @@ import av
 import numpy as np
 import pytest
 
+from vfeval import hookimpl
 from vfeval.config import SamplingConfig, load_run_config
 from vfeval.errors import DataError, UsageError
 from vfeval.requests import VideoWindow
 from vfeval.runner import run
-from vfeval.testing import index_frames, write_video
+from vfeval.specs import DecoderSpec
+from vfeval.testing import index_frames, registered_plugin, write_video
 from vfeval.video import backends, get_decoder
 from vfeval.video.pool import open_pool
 
@@ -213,12 +215,17 @@ def test_a_plugin_decoder_runs_in_worker_processes_and_a_crash_is_a_failed_sampl
     site.mkdir()
     (site / "fragile_decoder.py").write_text(PLUGIN_BACKEND)
     monkeypatch.syspath_prepend(str(site))  # workers import from the caller's sys.path
-    monkeypatch.setattr(backends, "_FACTORIES", dict(backends._FACTORIES))
-    backends.register_decoder("fragile", "fragile_decoder:Fragile")
-    backends.register_decoder("fragile", "fragile_decoder:Fragile")  # again, as a re-imported plugin would
-    with pytest.raises(UsageError, match="registered twice"):
-        backends.register_decoder("fragile", "elsewhere:Fragile")
 
+    class FragilePlugin:
+        @hookimpl
+        def register_decoders(self, register):
+            register(DecoderSpec(name="fragile", factory="fragile_decoder:Fragile"))
+
+    with registered_plugin(host, FragilePlugin(), "fragile-plugin"):
+        _crash_in_a_worker(tmp_path, host)
+
+
+def _crash_in_a_worker(tmp_path: Path, host) -> None:
     root = tmp_path / "ego"
     colour_dataset(root, 8)
     os.replace(root / "videos" / "q0004.mkv", root / "videos" / "crash.mkv")
@@ -238,10 +245,9 @@ def test_workers_that_cannot_start_fail_their_windows_instead_of_hanging(tmp_pat
     site.mkdir()
     (site / "aborting_decoder.py").write_text("import os\nos._exit(3)  # a library that aborts as it loads\n")
     monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setattr(backends, "_FACTORIES", dict(backends._FACTORIES))
-    backends.register_decoder("aborting", "aborting_decoder:Backend")
+    aborting = DecoderSpec(name="aborting", factory="aborting_decoder:Backend")
     path = write_video(tmp_path / "v.mp4", index_frames(8), fps=4)
-    with open_pool("process", workers=1, timeout=30.0, decoder="aborting", windows=2) as pool:
+    with open_pool("process", workers=1, timeout=30.0, decoder=aborting, windows=2) as pool:
         jobs = [pool.submit(VideoWindow(f"v{i}", str(path)), SamplingConfig(num_frames=2)) for i in range(2)]
         for job in jobs:
             with pytest.raises(DataError, match=r"^decode-error: decoding workers cannot start \(exit code 3"):

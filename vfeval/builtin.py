@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 from vfeval import hookimpl
-from vfeval.specs import AggregatorSpec
+from vfeval.specs import AggregatorSpec, DecoderSpec
 
 EMBEDDING_KINDS = ("video_embedding", "text_embedding", "choice_scores")
 
@@ -20,3 +22,21 @@ def register_aggregators(register):
         name="mean", factory="vfeval.aggregators:make_mean", config=EmbeddingAggregatorConfig,
         kinds=EMBEDDING_KINDS, description="Mean of the (normalised) segment embeddings: late fusion.",
     ))
+
+
+@hookimpl
+def register_decoders(register):
+    register(DecoderSpec(
+        name="pyav", factory="vfeval.video.backends:PyAVBackend",
+        description="FFmpeg through PyAV, seeking to the keyframe before each wanted time (the default).",
+    ))
+    register(DecoderSpec(
+        name="pyav-decode-all", factory="vfeval.video.backends:PyAVDecodeAllBackend",
+        description="FFmpeg through PyAV, decoding every frame: slow, simple, the reference.",
+    ))
+    # Only where it is installed; finding the package imports nothing (torchcodec imports torch).
+    if importlib.util.find_spec("torchcodec") is not None:
+        register(DecoderSpec(
+            name="torchcodec", factory="vfeval.video.torchcodec:TorchCodecBackend",
+            description="FFmpeg through TorchCodec (the torchcodec extra): the frame played at each time.",
+        ))

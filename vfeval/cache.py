@@ -6,6 +6,11 @@
 - ``features``: keyed by (features key, video window): the per-segment embeddings or captions of one video
   window under one encoder and sampling. Every task and aggregator that asks for the same window with the same
   encoder weights and sampling reuses them instead of decoding and encoding again.
+- ``file_digests``: the content identity of each video file (``vfeval.content``), hashed once per (path, size,
+  mtime). The runner puts it into every key that depends on a video's content, so a replaced video is never
+  answered from the cache.
+- ``answered_content``: the identity each video file had when a pipeline last answered about it; only to say
+  how many windows a changed file invalidated.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from vfeval.content import ContentIndex
 from vfeval.requests import decode_answer, encode_answer
 
 _SCHEMA = """
@@ -29,6 +35,8 @@ CREATE TABLE IF NOT EXISTS answers (
 CREATE TABLE IF NOT EXISTS features (
     fkey TEXT NOT NULL, window TEXT NOT NULL, embeddings BLOB, captions TEXT, times TEXT, frame_times TEXT,
     created REAL, PRIMARY KEY (fkey, window));
+CREATE TABLE IF NOT EXISTS answered_content (
+    pipeline TEXT NOT NULL, path TEXT NOT NULL, content TEXT NOT NULL, PRIMARY KEY (pipeline, path));
 """
 
 
@@ -54,6 +62,8 @@ class Cache:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
+        self.content = ContentIndex(self.db)
+        """Content identities of video files, remembered in this file."""
 
     def close(self) -> None:
         self.db.close()
@@ -111,6 +121,25 @@ class Cache:
             self.db.execute("BEGIN")
             self.db.executemany("INSERT OR REPLACE INTO features VALUES (?,?,?,?,?,?,?)", rows)
 
+    # -- what content each file had when last answered --------------------------------------------
+    def answered_content(self, pipeline: str, paths: list[str]) -> dict[str, str]:
+        """``{real path: identity}`` each file had when ``pipeline`` last answered about it."""
+        out: dict[str, str] = {}
+        for i in range(0, len(paths), 500):
+            chunk = paths[i : i + 500]
+            rows = self.db.execute(
+                f"SELECT path, content FROM answered_content WHERE pipeline=? AND path IN ({','.join('?' * len(chunk))})",
+                [pipeline, *chunk],
+            )
+            out.update(dict(rows))
+        return out
+
+    def put_answered_content(self, pipeline: str, contents: dict[str, str]) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR REPLACE INTO answered_content VALUES (?,?,?)",
+                                [(pipeline, path, content) for path, content in contents.items()])
+
     # -- maintenance ------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
         n_answers = self.db.execute("SELECT COUNT(*), COUNT(DISTINCT pipeline) FROM answers").fetchone()
@@ -120,6 +149,7 @@ class Cache:
             "bytes": self.path.stat().st_size if self.path.exists() else 0,
             "answers": n_answers[0], "pipelines": n_answers[1],
             "feature_windows": n_feats[0], "feature_sets": n_feats[1],
+            "files_hashed": self.db.execute("SELECT COUNT(*) FROM file_digests").fetchone()[0],
         }
 
     def clear(self) -> None:
@@ -127,4 +157,6 @@ class Cache:
             self.db.execute("BEGIN")
             self.db.execute("DELETE FROM answers")
             self.db.execute("DELETE FROM features")
+            self.db.execute("DELETE FROM answered_content")
+            self.db.execute("DELETE FROM file_digests")
         self.db.execute("VACUUM")

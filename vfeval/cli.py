@@ -8,22 +8,25 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
-import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from vfeval.errors import UsageError
 from vfeval.plugins import Host, get_plugin_manager
 
-KINDS = ("tasks", "encoders", "aggregators", "trainers")
+KINDS = ("tasks", "encoders", "aggregators", "trainers", "decoders")
 out = Console()
 err = Console(stderr=True)
 
 
 def _fmt_metric(m: dict) -> str:
     ci = m.get("ci95")
+    if m["value"] is None:  # nothing could be scored
+        return "—"
     if ci and ci[0] is not None:
         return f"{m['value']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
     return f"{m['value']:.4g}"
@@ -51,6 +54,30 @@ def print_summary(result: dict, run_dir: Path, stats: dict | None = None) -> Non
     out.print(f"results: {run_dir / 'results.json'}")
 
 
+def _check_results_file(run_dir: Path) -> None:
+    """A ``results.json`` that ``vfeval rescore`` can read, or a one-line ``UsageError`` naming the file."""
+    import json
+
+    path = run_dir / "results.json" if run_dir.is_dir() else run_dir
+    if not path.is_file():
+        raise UsageError(f"no results.json at {path}; pass a run folder written by `vfeval run`")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise UsageError(f"{path} is not a JSON results file ({_one_line(str(exc))})") from exc
+    except RecursionError as exc:
+        raise UsageError(f"{path} is nested too deeply to be a results file") from exc
+    config = data.get("run", {}).get("config") if isinstance(data, dict) and isinstance(data.get("run"), dict) else None
+    if not isinstance(config, dict):
+        raise UsageError(f"{path} has no run.config mapping: it is not a results.json written by `vfeval run`")
+
+
+def _cache_folder(cache_dir: Path) -> Path:
+    from vfeval.config import check_folder
+
+    return check_folder(cache_dir, "--cache-dir (or $VFEVAL_CACHE)")
+
+
 def build_app(host: Host) -> typer.Typer:
     app = typer.Typer(
         name="vfeval", no_args_is_help=True, add_completion=False,
@@ -66,10 +93,12 @@ def build_app(host: Host) -> typer.Typer:
         name: str | None = typer.Option(None, help="Run name (folder under output.dir)."),
     ) -> None:
         """Run a task with a pipeline, or a suite config; resumes from the cache; writes runs/<name>/results.json."""
-        from vfeval.config import load_run_config
+        from vfeval.config import check_paths, check_run_name, load_run_config
         from vfeval.runner import run as run_task
         from vfeval.suite import is_suite
 
+        if limit is not None and limit < 1:
+            raise UsageError(f"--limit {limit}: score at least 1 sample (leave --limit out to score them all)")
         if is_suite(config):
             _run_suite(config, list(overrides or []), limit, retry_failed, name)
             return
@@ -78,9 +107,10 @@ def build_app(host: Host) -> typer.Typer:
             extra.append(f"run.limit={limit}")
         if retry_failed:
             extra.append("run.retry_failed=true")
-        if name:
-            extra.append(f"output.name={name}")
         cfg = load_run_config(config, extra, host.registry)
+        if name is not None:  # a plain name, never parsed as YAML or interpolated
+            cfg.output.name = check_run_name(name, "--name")
+        check_paths(cfg)  # before anything is computed
         outcome = run_task(cfg, host)
         print_summary(outcome.result, outcome.run_dir, outcome.stats.to_dict())
 
@@ -102,13 +132,14 @@ def build_app(host: Host) -> typer.Typer:
         """Recompute metrics from a run's saved answers, without the model or the videos."""
         from vfeval.runner import rescore as do_rescore
 
+        _check_results_file(run_dir)
         old, new = do_rescore(run_dir, host)
         same = old.get("metrics") == new.get("metrics")
         print_summary(new, run_dir if run_dir.is_dir() else run_dir.parent)
         out.print("metrics unchanged" if same else "metrics changed from the saved ones")
 
     @app.command("ls")
-    def ls(kind: str | None = typer.Argument(None, help="tasks, encoders, aggregators or trainers")) -> None:
+    def ls(kind: str | None = typer.Argument(None, help="tasks, encoders, aggregators, trainers or decoders")) -> None:
         """List what the installed plugins registered."""
         kinds = KINDS if kind is None else (kind,)
         if kind is not None and kind not in KINDS:
@@ -126,22 +157,33 @@ def build_app(host: Host) -> typer.Typer:
                 elif k == "aggregators":
                     details = ", ".join(spec.kinds)
                 table.add_row(name, spec.plugin, details, spec.description)
+            for (contested_kind, name), owners in sorted(host.registry.contested.items()):
+                if contested_kind == k:
+                    table.add_row(name, ", ".join(owners), "[red]unusable: registered by more than one plugin[/red]", "")
             out.print(table)
 
     @app.command()
     def plugins() -> None:
         """Show installed plugins, and those that failed to load with their error."""
+        registry = None
         try:
-            _ = host.registry  # registration hooks that raise are recorded as failures
+            registry = host.registry  # registration hooks that raise are recorded as failures
         except UsageError as exc:
-            err.print(f"[red]registry error:[/red] {exc}")
+            err.print(f"[red]registry error:[/red] {escape(str(exc))}")
         table = Table(title="plugins")
         for col in ("name", "module", "distribution", "status"):
             table.add_column(col)
+        contested: dict[str, list[str]] = {}
+        if registry is not None:
+            for (k, name), owners in sorted(registry.contested.items()):
+                for owner in owners:
+                    others = ", ".join(o for o in owners if o != owner)
+                    contested.setdefault(owner, []).append(f"{k[:-1]} {name!r} unusable: also registered by {others}")
         for p in host.plugins:
-            table.add_row(p.name, p.target, f"{p.distribution} {p.version}".strip(), "ok")
+            status = "; ".join(["ok", *contested.get(p.name, [])])
+            table.add_row(p.name, p.target, f"{p.distribution} {p.version}".strip(), escape(status))
         for f in host.failures:
-            table.add_row(f.name, f.target, "", f"[red]failed: {f.error}[/red]")
+            table.add_row(f.name, f.target, "", f"[red]failed: {escape(f.error)}[/red]")
         out.print(table)
 
     @app.command()
@@ -163,7 +205,7 @@ def build_app(host: Host) -> typer.Typer:
         """Size and contents of the cache."""
         from vfeval.cache import Cache
 
-        c = Cache(cache_dir / "vfeval.sqlite")
+        c = Cache(_cache_folder(cache_dir) / "vfeval.sqlite")
         for k, v in c.info().items():
             out.print(f"{k}: {v}")
         c.close()
@@ -173,7 +215,7 @@ def build_app(host: Host) -> typer.Typer:
         """Delete every cached answer and feature."""
         from vfeval.cache import Cache
 
-        c = Cache(cache_dir / "vfeval.sqlite")
+        c = Cache(_cache_folder(cache_dir) / "vfeval.sqlite")
         c.clear()
         c.close()
         out.print(f"cleared {cache_dir}")
@@ -220,9 +262,9 @@ def build_app(host: Host) -> typer.Typer:
         site: Path = typer.Option(Path("leaderboard/site"), "--out", help="Folder for the static site."),
     ) -> None:
         """Build the static leaderboard site (HTML, CSS, JS, SVG plots; works from file://)."""
-        from vfeval.leaderboard.build import build_site, registry_backends
+        from vfeval.leaderboard.build import build_site
 
-        index = build_site(results, site, backends=registry_backends(host))
+        index = build_site(results, site)
         out.print(f"site: {index.resolve()}", soft_wrap=True)
 
     app.add_typer(board_app, name="leaderboard")
@@ -230,22 +272,60 @@ def build_app(host: Host) -> typer.Typer:
     return app
 
 
+def _is_cli_exception(exc: BaseException, *names: str) -> bool:
+    """Whether ``exc`` is one of click's exceptions called ``names`` (or a subclass of one), from whichever
+    click the installed typer uses: the ``click`` package, or the copy that newer typers bundle."""
+    for cls in type(exc).__mro__:
+        if cls.__name__ in names and cls.__module__.split(".")[0] in ("click", "typer"):
+            return True
+    return False
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _usage_message(exc: Any) -> str:
+    """A click usage error as one line that names the command and the option, argument or command at fault."""
+    ctx = getattr(exc, "ctx", None)
+    where = f"{ctx.command_path}: " if ctx is not None and getattr(ctx, "command_path", "") else ""
+    if _is_cli_exception(exc, "NoArgsIsHelpError"):
+        names = ctx.command.list_commands(ctx) if ctx is not None and hasattr(ctx.command, "list_commands") else []
+        return f"{where}a command is needed: {', '.join(names)} (`{ctx.command_path if ctx else 'vfeval'} --help`)"
+    try:
+        message = exc.format_message()
+    except Exception:  # a click without format_message, or one that needs a context it lacks
+        message = str(exc)
+    return f"{where}{_one_line(message) or type(exc).__name__}"
+
+
 def main(argv: list[str] | None = None) -> None:
+    """The ``vfeval`` entry point: every usage error, from click or from vfeval, is one line and exit code 2."""
     try:
         host = get_plugin_manager()
         app = build_app(host)
         app(args=argv, prog_name="vfeval", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        err.print("aborted")
-        sys.exit(1)
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted; answers computed so far are cached; run the same command to resume", file=sys.stderr)
         sys.exit(130)
+    except Exception as exc:
+        if _is_cli_exception(exc, "Exit"):
+            sys.exit(getattr(exc, "exit_code", 0))
+        if _is_cli_exception(exc, "Abort"):
+            print("aborted", file=sys.stderr)
+            sys.exit(1)
+        if _is_cli_exception(exc, "NoArgsIsHelpError"):  # `vfeval`, `vfeval cache`: the help, then the error
+            ctx = getattr(exc, "ctx", None)
+            text = ctx.get_help() if ctx is not None else ""  # typer prints its rich help itself
+            if text:
+                print(text)
+        if _is_cli_exception(exc, "UsageError", "BadParameter"):
+            print(f"error: {_usage_message(exc)}", file=sys.stderr)
+            sys.exit(2)
+        if _is_cli_exception(exc, "ClickException"):  # FileError and the like
+            print(f"error: {_usage_message(exc)}", file=sys.stderr)
+            sys.exit(getattr(exc, "exit_code", 1) or 1)
+        raise

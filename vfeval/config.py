@@ -3,19 +3,26 @@
 A run config has four sections::
 
     task:      {name, root, split, ...options of that task}
-    pipeline:  {encoder: {name, ...}, aggregator: {name, ...}, sampling: {...}}
+    pipeline:  {encoder: {name, backend, ...}, aggregator: {name, ...}, sampling: {...}}
     run:       {seed, batch_size, limit, workers, ...}
     output:    {dir, name, cache_dir}
 
 The schema of ``task``, ``pipeline.encoder`` and ``pipeline.aggregator`` is the config dataclass that the
 named plugin registered, so a misspelt or mistyped key anywhere is a ``UsageError`` naming the full key and
-the nearest valid names.
+the nearest valid names. Values that cannot work (a batch of 0 videos, a negative limit, a million frames)
+are refused by the dataclasses themselves when the config is built, before anything is computed.
+
+This module owns the sampling config and its validation; ``vfeval.video.sampling`` computes frame times
+from it. It imports no other part of ``vfeval.video`` at module level.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +37,14 @@ from omegaconf.errors import (
 )
 
 from vfeval.errors import UsageError, suggest
-from vfeval.specs import Registry
+from vfeval.specs import EncoderSpec, Registry
+
+FRAMEWORKS: dict[str, tuple[str, str]] = {
+    "torch": ("torch", 'pip install "vfeval[torch]"'),
+    "jax": ("jax", 'pip install "vfeval[jax]"'),
+}
+"""Backend name -> (the module that must be importable, the command that installs it). A backend not listed
+here (``numpy``...) needs nothing beyond vfeval's own dependencies."""
 
 
 @dataclass
@@ -44,9 +58,15 @@ class TaskConfig:
 
 @dataclass
 class EncoderConfig:
-    """Base of every encoder's config."""
+    """Base of every encoder's config.
+
+    ``backend`` is the framework the encoder runs on, one of its ``EncoderSpec.backends``; empty (or absent
+    from the YAML) chooses the first of them. It is validated, resolved and set here before the factory
+    sees the config, so a factory reads ``cfg.backend`` and never gets an empty one.
+    """
 
     name: str = MISSING
+    backend: str = ""
 
 
 @dataclass
@@ -54,6 +74,9 @@ class AggregatorConfig:
     """Base of every aggregator's config."""
 
     name: str = "identity"
+
+
+SAMPLING_MODES = ("uniform", "fps")
 
 
 @dataclass
@@ -65,9 +88,12 @@ class SamplingConfig:
     - ``segments``: if set, the window is cut into segments of this many seconds, each sampled on its own.
     - ``size``: resize so the short side is ``size`` pixels (0 keeps the decoded size); ``crop``: centre
       crop to ``crop`` × ``crop`` (0 for none).
-    - ``decoder``: the video decoder backend (``vfeval.video.backends``): ``pyav`` seeks to each wanted
-      time; ``pyav-decode-all`` decodes every frame (the slow reference); plugins may register others. Its
+    - ``decoder``: the video decoder, a ``DecoderSpec`` that a plugin registered (``vfeval.video.backends``):
+      ``pyav`` seeks to each wanted time; ``pyav-decode-all`` decodes every frame (the slow reference). Its
       name and version are part of the pipeline fingerprint.
+
+    Values that cannot work are refused when the object is made; the upper bounds that protect memory
+    (``run.frame_limit``, ``run.size_limit``) are checked by ``RunConfig``, which holds both sections.
     """
 
     mode: str = "uniform"
@@ -79,6 +105,40 @@ class SamplingConfig:
     segments: float | None = None
     decoder: str = "pyav"
 
+    def __post_init__(self) -> None:
+        validate_sampling(self)
+
+    def frames_per_segment(self) -> int:
+        """The most frames one segment (or the whole window, without segments) is sampled at."""
+        return self.num_frames if self.mode == "uniform" else self.max_frames
+
+
+def validate_sampling(sampling: SamplingConfig, registry: Registry | None = None) -> None:
+    """Raise ``UsageError`` naming the ``pipeline.sampling`` key whose value cannot work.
+
+    With a ``registry``, the decoder must be one it holds: that check is
+    ``vfeval.video.backends.decoder_spec(name, registry)``, imported when called (the decoders import
+    nothing of this module). Without one (a worker process, the reader) the decoder is not checked."""
+    key = "config: bad value for 'pipeline.sampling."
+    if sampling.mode not in SAMPLING_MODES:
+        raise UsageError(f"{key}mode': {sampling.mode!r}; use uniform or fps")
+    if sampling.mode == "uniform" and sampling.num_frames < 1:
+        raise UsageError(f"{key}num_frames': {sampling.num_frames}; it must be at least 1")
+    if sampling.mode == "fps" and not (sampling.fps > 0 and math.isfinite(sampling.fps)):
+        raise UsageError(f"{key}fps': {sampling.fps}; it must be a positive number")
+    if sampling.mode == "fps" and sampling.max_frames < 1:
+        raise UsageError(f"{key}max_frames': {sampling.max_frames}; it must be at least 1")
+    if sampling.size < 0 or sampling.crop < 0:
+        raise UsageError(f"{key}size' / 'crop': {sampling.size} / {sampling.crop}; use 0 (off) or a size")
+    if sampling.size and sampling.crop > sampling.size:
+        raise UsageError(f"{key}crop': {sampling.crop} is larger than size {sampling.size}")
+    if sampling.segments is not None and not (sampling.segments > 0 and math.isfinite(sampling.segments)):
+        raise UsageError(f"{key}segments': {sampling.segments}; use a positive length in seconds or null")
+    if registry is not None:
+        from vfeval.video.backends import decoder_spec
+
+        decoder_spec(sampling.decoder, registry)
+
 
 @dataclass
 class PipelineConfig:
@@ -87,12 +147,18 @@ class PipelineConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
 
+def _at_least(section: str, key: str, value: Any, low: float) -> None:
+    if value < low:
+        raise UsageError(f"config: bad value for '{section}.{key}': {value}; it must be at least {low}")
+
+
 @dataclass
 class RunOptions:
     seed: int = 0
     batch_size: int = 8
+    """Requests answered per pipeline call; at least 1."""
     limit: int | None = None
-    """Score only the first N samples: a quick look, recorded in the result (and so not ranked)."""
+    """Score only the first N samples (N >= 1): a quick look, recorded in the result (and so not ranked)."""
     decode: str = "auto"
     """Where videos are decoded while the encoder works on the previous batch:
 
@@ -115,24 +181,52 @@ class RunOptions:
     sample ``timeout: ...``. Enforced by ``process`` and ``thread`` decoding, not by ``inline``."""
     retry_failed: bool = False
     """Decode videos that failed in an earlier run of the same pipeline again."""
+    frame_limit: int = 4096
+    """The most frames one segment may be sampled at (``pipeline.sampling.num_frames``, or ``max_frames``
+    with ``fps``): a guard against a typo that would allocate gigabytes per video (4096 frames at 224 pixels
+    are 600 MB). Raise it knowingly; it is not part of any fingerprint."""
+    size_limit: int = 4096
+    """The largest ``pipeline.sampling.size`` and ``crop``, in pixels; the same kind of guard."""
 
     def __post_init__(self) -> None:
         modes = ("auto", "process", "thread", "inline")
         if self.decode not in modes:
             raise UsageError(f"config: bad value for 'run.decode': {self.decode!r}; use {', '.join(modes)}")
+        _at_least("run", "batch_size", self.batch_size, 1)
+        if self.limit is not None:
+            _at_least("run", "limit", self.limit, 1)
         for key in ("workers", "prefetch"):
-            if getattr(self, key) < 0:
-                raise UsageError(f"config: bad value for 'run.{key}': {getattr(self, key)}; it must be >= 0")
-        if not self.video_timeout > 0:
+            _at_least("run", key, getattr(self, key), 0)
+        for key in ("frame_limit", "size_limit"):
+            _at_least("run", key, getattr(self, key), 1)
+        if not (self.video_timeout > 0 and math.isfinite(self.video_timeout)):
             raise UsageError(f"config: bad value for 'run.video_timeout': {self.video_timeout}; it must be > 0")
+
+
+_RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+=@,-]*")
+
+
+def check_run_name(name: str, where: str = "--name") -> str:
+    """``name`` if it is one plain folder name (letters, digits, ``. _ - + = @ ,``; no separators, no
+    interpolation, not starting with a dot); else a ``UsageError`` naming ``where``."""
+    if not _RUN_NAME.fullmatch(name) or len(name) > 200:
+        raise UsageError(
+            f"{where} {name!r} is not a run name: use one folder name of letters, digits and . _ - + = @ , "
+            "(no '/', no '${...}', not starting with '.'; at most 200 characters)"
+        )
+    return name
 
 
 @dataclass
 class OutputConfig:
     dir: str = "runs"
     name: str = ""
-    """The run's folder under ``dir``; empty means ``<task>-<split>-<encoder>-<aggregator>``."""
+    """The run's folder under ``dir``, a plain name; empty means ``<task>-<split>-<encoder>-<aggregator>``."""
     cache_dir: str = "${oc.env:VFEVAL_CACHE,.vfeval_cache}"
+
+    def __post_init__(self) -> None:
+        if self.name:
+            check_run_name(self.name, "config: bad value for 'output.name':")
 
 
 @dataclass
@@ -141,6 +235,23 @@ class RunConfig:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     run: RunOptions = field(default_factory=RunOptions)
     output: OutputConfig = field(default_factory=OutputConfig)
+
+    def __post_init__(self) -> None:
+        sampling, run = self.pipeline.sampling, self.run
+        if not isinstance(sampling, SamplingConfig) or not isinstance(run, RunOptions):
+            return  # still an OmegaConf node: checked when the typed object is made
+        frames_key = "num_frames" if sampling.mode == "uniform" else "max_frames"
+        if sampling.frames_per_segment() > run.frame_limit:
+            raise UsageError(
+                f"config: bad value for 'pipeline.sampling.{frames_key}': {sampling.frames_per_segment()} is "
+                f"above run.frame_limit={run.frame_limit}; set run.frame_limit higher if you mean it"
+            )
+        for key in ("size", "crop"):
+            if getattr(sampling, key) > run.size_limit:
+                raise UsageError(
+                    f"config: bad value for 'pipeline.sampling.{key}': {getattr(sampling, key)} pixels is above "
+                    f"run.size_limit={run.size_limit}; set run.size_limit higher if you mean it"
+                )
 
     def run_name(self) -> str:
         if self.output.name:
@@ -152,7 +263,8 @@ class RunConfig:
         return Path(self.output.dir) / self.run_name()
 
 
-def _describe(exc: OmegaConfBaseException, schema: DictConfig | None = None) -> str:
+def describe(exc: OmegaConfBaseException, schema: DictConfig | None = None) -> str:
+    """One line for an OmegaConf error: the full key, what is wrong, and the nearest valid keys."""
     key = getattr(exc, "full_key", None) or getattr(exc, "key", None) or "?"
     if isinstance(exc, ConfigKeyError):
         parent, _, leaf = str(key).rpartition(".")
@@ -165,10 +277,38 @@ def _describe(exc: OmegaConfBaseException, schema: DictConfig | None = None) -> 
     if isinstance(exc, MissingMandatoryValue):
         return f"config: missing value for {key!r}; set it in the YAML or as {key}=..."
     if isinstance(exc, InterpolationResolutionError):
-        return f"config: cannot resolve {key!r}: {str(exc).splitlines()[0]}"
+        return f"config: cannot resolve {key!r}: {_first_line(exc)}"
     if isinstance(exc, ValidationError):
-        return f"config: bad value for {key!r}: {str(exc).splitlines()[0]}"
-    return f"config: {key}: {str(exc).splitlines()[0]}"
+        return f"config: bad value for {key!r}: {_first_line(exc)}"
+    return f"config: {key}: {_first_line(exc)}"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> DictConfig:
+    """``key=value`` strings as one config; a malformed one (no ``=``, a stray quote) is a ``UsageError``
+    naming it. Values are parsed as YAML scalars, as OmegaConf's dotlists are."""
+    merged = OmegaConf.create({})
+    for item in overrides:
+        if "=" not in item:
+            raise UsageError(f"override {item!r} must look like key=value (e.g. task.root=/data/egoschema)")
+        try:
+            node = OmegaConf.from_dotlist([item])
+        except OmegaConfBaseException as exc:
+            raise UsageError(f"override {item!r}: {describe(exc)}") from exc
+        except Exception as exc:  # the YAML parser's errors: an unclosed quote or bracket
+            raise UsageError(
+                f"override {item!r}: its value is not valid YAML ({_first_line(exc)}); "
+                "quote the whole value, e.g. key='a b'"
+            ) from exc
+        try:
+            merged = OmegaConf.merge(merged, node)
+        except OmegaConfBaseException as exc:
+            raise UsageError(f"override {item!r}: {describe(exc)}") from exc
+    return merged
 
 
 def load_raw(path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
@@ -181,23 +321,54 @@ def load_raw(path: str | os.PathLike | None, overrides: list[str] | tuple[str, .
         try:
             base = OmegaConf.load(p)
         except Exception as exc:
-            raise UsageError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+            raise UsageError(f"config file {p} is not valid YAML: {_first_line(exc)}") from exc
         if not isinstance(base, DictConfig):
             raise UsageError(f"config file {p} must hold a mapping with task, pipeline, run and output")
-    for item in overrides:
-        if "=" not in item:
-            raise UsageError(f"override {item!r} must look like key=value (e.g. task.root=/data/egoschema)")
+    extra = parse_overrides(overrides)
     try:
-        return OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
+        return OmegaConf.merge(base, extra)
     except OmegaConfBaseException as exc:
-        raise UsageError(_describe(exc)) from exc
+        raise UsageError(describe(exc)) from exc
 
 
 def _name_at(raw: DictConfig, key: str, default: str | None = None) -> str:
-    value = OmegaConf.select(raw, key, default=default)
+    try:
+        value = OmegaConf.select(raw, key, default=default)
+    except OmegaConfBaseException as exc:
+        raise UsageError(describe(exc)) from exc
     if value is None:
         raise UsageError(f"config: missing value for {key!r}; `vfeval ls` lists the names")
+    if OmegaConf.is_config(value):
+        raise UsageError(f"config: bad value for {key!r}: it must be a name, not a mapping or a list")
     return str(value)
+
+
+def resolve_backend(spec: EncoderSpec, requested: str | None) -> str:
+    """The backend a run uses: ``requested`` (``pipeline.encoder.backend``) or the spec's first one.
+
+    A backend the encoder does not implement, or one whose framework is not installed, is a ``UsageError``
+    naming the backends available and the command that installs the missing framework."""
+    offered = tuple(spec.backends)
+    if not offered:
+        raise UsageError(f"encoder {spec.name!r} (plugin {spec.plugin!r}) declares no backends")
+    backend = requested or offered[0]
+    if backend not in offered:
+        raise UsageError(
+            f"config: bad value for 'pipeline.encoder.backend': {backend!r}; encoder {spec.name!r} runs on "
+            f"{', '.join(offered)}"
+        )
+    module, install = FRAMEWORKS.get(backend, ("", ""))
+    if module and importlib.util.find_spec(module) is None:
+        others = [b for b in offered if b != backend]
+        also = f" (encoder {spec.name!r} also runs on {', '.join(others)})" if others else ""
+        raise UsageError(
+            f"config: 'pipeline.encoder.backend' is {backend!r}, but {module} is not installed: {install}{also}"
+        )
+    return backend
+
+
+def _has_field(cls: type, name: str) -> bool:
+    return dataclasses.is_dataclass(cls) and any(f.name == name for f in dataclasses.fields(cls))
 
 
 def build_run_config(raw: DictConfig, registry: Registry) -> RunConfig:
@@ -205,24 +376,33 @@ def build_run_config(raw: DictConfig, registry: Registry) -> RunConfig:
     task_spec = registry.get("tasks", _name_at(raw, "task.name"))
     enc_spec = registry.get("encoders", _name_at(raw, "pipeline.encoder.name"))
     agg_spec = registry.get("aggregators", _name_at(raw, "pipeline.aggregator.name", "identity"))
+    enc_cls = enc_spec.config or EncoderConfig
+    try:
+        requested = OmegaConf.select(raw, "pipeline.encoder.backend", default=None)
+    except OmegaConfBaseException as exc:
+        raise UsageError(describe(exc)) from exc
+    backend = resolve_backend(enc_spec, None if requested in (None, "") else str(requested))
+    raw = raw.copy()
+    if _has_field(enc_cls, "backend"):
+        OmegaConf.update(raw, "pipeline.encoder.backend", backend, force_add=True)
+    elif requested is not None:
+        del raw.pipeline.encoder["backend"]  # accepted as validated metadata, set on the object below
     schema = OmegaConf.structured(
         RunConfig(
             task=(task_spec.config or TaskConfig)(),
-            pipeline=PipelineConfig(
-                encoder=(enc_spec.config or EncoderConfig)(),
-                aggregator=(agg_spec.config or AggregatorConfig)(),
-            ),
+            pipeline=PipelineConfig(encoder=enc_cls(), aggregator=(agg_spec.config or AggregatorConfig)()),
         )
     )
     try:
-        merged = OmegaConf.merge(schema, raw)
-        cfg = OmegaConf.to_object(merged)
+        cfg = OmegaConf.to_object(OmegaConf.merge(schema, raw))
     except OmegaConfBaseException as exc:
-        raise UsageError(_describe(exc, schema)) from exc
+        if isinstance(exc.__cause__, UsageError):  # a dataclass's own check, wrapped by OmegaConf
+            raise exc.__cause__ from None
+        raise UsageError(describe(exc, schema)) from exc
     assert isinstance(cfg, RunConfig)
-    from vfeval.video.sampling import validate
-
-    validate(cfg.pipeline.sampling)
+    if not _has_field(enc_cls, "backend"):
+        object.__setattr__(cfg.pipeline.encoder, "backend", backend)
+    validate_sampling(cfg.pipeline.sampling, registry)
     if task_spec.splits and cfg.task.split not in task_spec.splits:
         raise UsageError(
             f"config: bad value for 'task.split': {cfg.task.split!r}; task {task_spec.name!r} has splits "
@@ -235,6 +415,33 @@ def load_run_config(
     path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...], registry: Registry
 ) -> RunConfig:
     return build_run_config(load_raw(path, overrides), registry)
+
+
+def check_folder(path: str | os.PathLike, what: str) -> Path:
+    """``path`` if it is, or can be made, a writable folder; else a ``UsageError`` starting with ``what``
+    (the config key or option that named it).
+
+    Nothing is created: this is checked before a run computes anything, so that a misplaced output folder is
+    found in a second, not after every answer has been computed."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"{what}: {p} is a file, not a folder; point it at a folder")
+    probe = p
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise UsageError(f"{what}: {p} cannot be made a folder, because {probe} is a file")
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        detail = "is not writable" if probe == p else f"cannot be created: {probe} is not writable"
+        raise UsageError(f"{what}: {p} {detail}; choose another folder")
+    return p
+
+
+def check_paths(cfg: RunConfig) -> None:
+    """The run's output folder and cache folder can be written (see ``check_folder``)."""
+    check_folder(cfg.output.dir, "config: 'output.dir'")
+    check_folder(cfg.run_dir(), "config: 'output.dir' / 'output.name'")
+    check_folder(cfg.output.cache_dir, "config: 'output.cache_dir' (or $VFEVAL_CACHE)")
 
 
 def to_dict(obj: Any) -> Any:
@@ -250,7 +457,13 @@ def to_dict(obj: Any) -> Any:
 
 def from_dict(data: dict[str, Any], registry: Registry) -> RunConfig:
     """Rebuild a RunConfig from ``to_dict`` output (as saved in results.json)."""
-    return build_run_config(OmegaConf.create(data), registry)
+    if not isinstance(data, dict):
+        raise UsageError(f"a saved run config must be a mapping, not {type(data).__name__}")
+    try:
+        raw = OmegaConf.create(data)
+    except OmegaConfBaseException as exc:
+        raise UsageError(f"the saved run config cannot be read: {_first_line(exc)}") from exc
+    return build_run_config(raw, registry)
 
 
 def load_trainer_config(
@@ -261,8 +474,11 @@ def load_trainer_config(
     spec = registry.get("trainers", _name_at(raw, "trainer"))
     if spec.config is None:
         return spec, raw
+    schema = OmegaConf.structured(spec.config)
     try:
-        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(spec.config), raw))
+        cfg = OmegaConf.to_object(OmegaConf.merge(schema, raw))
     except OmegaConfBaseException as exc:
-        raise UsageError(_describe(exc, OmegaConf.structured(spec.config))) from exc
+        if isinstance(exc.__cause__, UsageError):
+            raise exc.__cause__ from None
+        raise UsageError(describe(exc, schema)) from exc
     return spec, cfg

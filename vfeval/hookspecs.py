@@ -38,7 +38,8 @@ def register_encoders(register: Callable[..., None]) -> None:
     :param register: call ``register(EncoderSpec(name=..., factory="pkg.mod:make_encoder",
         config=MyEncoderConfig, backends=("torch",), capabilities=("embed_video", "embed_text")))``.
         ``factory(config)`` returns a ``vfeval.pipeline.Encoder``; ``config`` derives from
-        ``vfeval.config.EncoderConfig``.
+        ``vfeval.config.EncoderConfig``. ``family`` (``"video-first"``, ``"image-first"``, ``"baseline"``;
+        default ``"other"``) is the leaderboard family written into each result.
     """
 
 
@@ -49,6 +50,8 @@ def register_aggregators(register: Callable[..., None]) -> None:
     :param register: call ``register(AggregatorSpec(name=..., factory="pkg.mod:make_aggregator",
         config=MyAggregatorConfig, kinds=("choice_scores",)))``. ``factory(config)`` returns a
         ``vfeval.pipeline.Aggregator``; ``config`` derives from ``vfeval.config.AggregatorConfig``.
+        ``family`` (optional) overrides the encoder's leaderboard family (``"baseline"``,
+        ``"llm-over-segments"``).
     """
 
 
@@ -58,6 +61,19 @@ def register_trainers(register: Callable[..., None]) -> None:
 
     :param register: call ``register(TrainerSpec(name=..., factory="pkg.mod:train", config=MyTrainConfig))``.
         ``factory(config)`` runs the training and returns the path of the final checkpoint.
+    """
+
+
+@hookspec
+def register_decoders(register: Callable[..., None]) -> None:
+    """Register video decoders, chosen by a run's ``pipeline.sampling.decoder``.
+
+    :param register: call ``register(DecoderSpec(name=..., factory="pkg.mod:MyDecoder"))``. The factory must be
+        a ``"module:callable"`` string, because decoding worker processes import it themselves; it is called
+        as ``factory(threads=N)`` and returns a ``vfeval.video.backends.VideoBackend`` (``name``,
+        ``version()``, ``probe(path)``, ``read_window(window, sampling)``). Its name and ``version()`` are part
+        of the pipeline fingerprint. Register a decoder only where its library is installed, without
+        importing it (``importlib.util.find_spec``).
     """
 
 

@@ -20,9 +20,9 @@ import numpy as np
 
 from vfeval.config import SamplingConfig, to_dict
 from vfeval.errors import UsageError
+from vfeval.hashing import fingerprint
 from vfeval.requests import CHOICE_SCORES, GENERATE, TEXT_EMBEDDING, VIDEO_EMBEDDING, Request
-from vfeval.specs import AggregatorSpec, EncoderSpec, Registry
-from vfeval.task import fingerprint
+from vfeval.specs import AggregatorSpec, DecoderSpec, EncoderSpec, Registry
 
 
 class Encoder:
@@ -143,6 +143,7 @@ class Pipeline:
         aggregator_spec: AggregatorSpec,
         aggregator_config: Any,
         sampling: SamplingConfig,
+        decoder: DecoderSpec,
         seed: int = 0,
     ) -> None:
         self.encoder = encoder
@@ -152,6 +153,8 @@ class Pipeline:
         self.aggregator_spec = aggregator_spec
         self.aggregator_config = aggregator_config
         self.sampling = sampling
+        self.decoder = decoder
+        """The decoder registered as ``sampling.decoder``; its factory string is what decoding workers build."""
         self.seed = seed
         aggregator.bind(encoder, sampling)
 
@@ -159,14 +162,22 @@ class Pipeline:
     def from_config(cls, pipeline_cfg: Any, registry: Registry, seed: int = 0) -> Pipeline:
         enc_spec: EncoderSpec = registry.get("encoders", pipeline_cfg.encoder.name)
         agg_spec: AggregatorSpec = registry.get("aggregators", pipeline_cfg.aggregator.name)
+        from vfeval.video.backends import decoder_spec
+
+        decoder = decoder_spec(pipeline_cfg.sampling.decoder, registry)  # refused before any model is built
         encoder = enc_spec.load()(pipeline_cfg.encoder)
         aggregator = agg_spec.load()(pipeline_cfg.aggregator)
         return cls(encoder, enc_spec, pipeline_cfg.encoder, aggregator, agg_spec, pipeline_cfg.aggregator,
-                   pipeline_cfg.sampling, seed)
+                   pipeline_cfg.sampling, decoder, seed)
 
     # -- identity ---------------------------------------------------------------------------------
     def encoder_identity(self) -> dict[str, Any]:
-        identity = {"name": self.encoder_spec.name, "config": to_dict(self.encoder_config), **self.encoder.fingerprint()}
+        """What a result records about the encoder (``pipeline.encoder``) and the pipeline fingerprint hashes:
+        its name, the backend it ran on (``pipeline.encoder.backend``, resolved by the config), its config
+        and weights, and its parameter count."""
+        backend = getattr(self.encoder_config, "backend", "") or (self.encoder_spec.backends or ("",))[0]
+        identity = {"name": self.encoder_spec.name, "backend": backend, "config": to_dict(self.encoder_config),
+                    **self.encoder.fingerprint()}
         parameters = self.encoder.num_parameters()
         if parameters is not None:
             identity["parameters"] = int(parameters)
@@ -178,7 +189,13 @@ class Pipeline:
             return None
         from vfeval.video.backends import decoder_identity
 
-        return decoder_identity(self.sampling.decoder)
+        return decoder_identity(self.decoder)
+
+    @property
+    def family(self) -> str:
+        """The leaderboard family: the aggregator's if it declares one, else the encoder's. Recorded in the
+        result as ``pipeline.family``, outside the fingerprint (it names a column, not a computation)."""
+        return self.aggregator_spec.family or self.encoder_spec.family
 
     def describe(self) -> dict[str, Any]:
         described = {

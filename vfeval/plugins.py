@@ -5,7 +5,8 @@
   the CLI down; ``VFEVAL_STRICT_PLUGINS=1`` makes the failure fatal.
 - ``VFEVAL_PLUGINS=a,b`` loads only the entry points with those names (tests use it so that plugins that
   happen to be installed stay out of their way); ``VFEVAL_PLUGINS=`` (empty) loads none.
-- Two plugins that register the same name are an error naming both.
+- A name that two plugins register is unusable, with an error naming both; every other name works
+  (``VFEVAL_STRICT_PLUGINS=1`` makes the conflict fatal too).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pluggy
 
 from vfeval import hookspecs
 from vfeval.errors import UsageError
-from vfeval.specs import AggregatorSpec, EncoderSpec, Registry, TaskSpec, TrainerSpec
+from vfeval.specs import AggregatorSpec, DecoderSpec, EncoderSpec, Registry, TaskSpec, TrainerSpec
 
 GROUP = "vfeval"
 from vfeval import hookimpl  # noqa: E402,F401  (re-exported)
@@ -54,7 +55,12 @@ class Host:
     @property
     def registry(self) -> Registry:
         if self._registry is None:
-            self._registry = collect(self.pm, self._hook_failed)
+            registry = collect(self.pm, self._hook_failed)
+            if registry.contested and _strict():
+                kind, name = next(iter(registry.contested))
+                raise UsageError(registry.conflict_message(kind, name))
+            registry.failed = {f.name: _one_line(f.error) for f in self.failures}
+            self._registry = registry
         return self._registry
 
     def _hook_failed(self, plugin: str, hook: str, exc: BaseException) -> None:
@@ -83,6 +89,10 @@ class Host:
         self.pm.unregister(name=name)
         self.plugins = [p for p in self.plugins if p.name != name]
         self._registry = None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 def _strict() -> bool:
@@ -133,40 +143,35 @@ _HOOKS = {
     "encoders": ("register_encoders", EncoderSpec),
     "aggregators": ("register_aggregators", AggregatorSpec),
     "trainers": ("register_trainers", TrainerSpec),
+    "decoders": ("register_decoders", DecoderSpec),
 }
 
 
 def collect(pm: pluggy.PluginManager, on_error: Any = None) -> Registry:
-    """Call every registration hook and build the registry; duplicate names are an error naming both plugins.
+    """Call every registration hook and build the registry.
 
-    ``on_error(plugin, hook, exc)`` is told of a hook that raised anything but a UsageError; without it the
-    exception propagates.
+    A name registered by several plugins is contested (``Registry.contested``): only that name is unusable.
+    ``on_error(plugin, hook, exc)`` is told of a hook that raised (including registering something that is
+    not a spec of the hook's type); the plugin's other hooks still run and the other plugins are unaffected.
+    Without ``on_error`` the exception propagates.
     """
     registry = Registry()
     for kind, (hook_name, spec_type) in _HOOKS.items():
-        table = registry.table(kind)
         hook = getattr(pm.hook, hook_name)
         for impl in reversed(hook.get_hookimpls()):  # registration order
             plugin_name = impl.plugin_name
 
-            def register(spec: Any, _plugin: str = plugin_name, _table: dict = table, _kind: str = kind,
-                         _type: type = spec_type, _hook: str = hook_name) -> None:
+            def register(spec: Any, _plugin: str = plugin_name, _kind: str = kind, _type: type = spec_type,
+                         _hook: str = hook_name) -> None:
                 if not isinstance(spec, _type):
                     raise UsageError(
                         f"plugin {_plugin!r} registered {type(spec).__name__} through {_hook}; "
                         f"expected {_type.__name__}"
                     )
-                if spec.name in _table:
-                    raise UsageError(
-                        f"{_kind[:-1]} {spec.name!r} is registered by both plugin {_table[spec.name].plugin!r} "
-                        f"and plugin {_plugin!r}; uninstall one of them"
-                    )
-                _table[spec.name] = replace(spec, plugin=_plugin)
+                registry.add(_kind, replace(spec, plugin=_plugin))
 
             try:
                 impl.function(register=register)
-            except UsageError:
-                raise
             except Exception as exc:
                 if on_error is None:
                     raise

@@ -4,11 +4,23 @@
 Every batch of answers is committed to the cache before the next is computed, so a run killed at any point
 and started again with the same command recomputes nothing that was answered and gives identical metrics:
 scores are always computed from the answers as stored, whether they were computed now or earlier.
+
+What names a cached answer:
+- the pipeline fingerprint, which here includes ``run.batch_size``: a learned encoder's outputs differ in the
+  last bits between batch sizes (BLAS picks other kernels, texts are padded to another length), and options
+  can be closer than that, so a cache never mixes answers computed at different batch sizes. A run at another
+  batch size computes its own answers; results.json shows the batch size under ``pipeline``;
+- the request (kind, video window, texts);
+- for requests answered from a video, the identity of the video file's content (``vfeval.content``), so a
+  video replaced under the same id is computed again, and the run says how many windows that invalidated.
+The feature store is keyed the same way (encoder, sampling, batch size; window and its file's content).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import resource
 import sys
 import time
@@ -32,6 +44,7 @@ from rich.progress import (
 from vfeval.cache import Cache, Entry
 from vfeval.config import RunConfig, to_dict
 from vfeval.errors import DataError, UsageError
+from vfeval.hashing import fingerprint
 from vfeval.pipeline import Pipeline, VideoInputs
 from vfeval.plugins import Host, plugin_versions
 from vfeval.requests import Request, VideoWindow
@@ -47,9 +60,15 @@ class RunStats:
     failed: int = 0
     windows_decoded: int = 0
     windows_from_store: int = 0
+    windows_invalidated: int = 0
+    """Windows answered before from other content of their video file (replaced since), computed again."""
+    files_hashed: int = 0
+    """Video files whose content was hashed in this run (new or changed since their identity was remembered)."""
+    identity_s: float = 0.0
+    """Seconds spent finding the content identity of video files (stat, lookups, hashing)."""
 
-    def to_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
+    def to_dict(self) -> dict[str, int | float]:
+        return {k: round(v, 3) if isinstance(v, float) else v for k, v in self.__dict__.items()}
 
 
 @dataclass
@@ -62,6 +81,36 @@ class RunOutcome:
 
 def window_key(window: VideoWindow) -> str:
     return json.dumps(window.identity(), sort_keys=True)
+
+
+def content_window_key(window: VideoWindow, content: str) -> str:
+    """A window and the content identity of its file: names a window's features in the store."""
+    return json.dumps({**window.identity(), "content": content}, sort_keys=True)
+
+
+def answer_key(request: Request, content: str | None) -> str:
+    """The cache key of a request's answer: ``request.key()``, with the video file's content identity when the
+    answer is computed from the video (``content`` not None)."""
+    if content is None:
+        return request.key()
+    return hashlib.sha256(f"{request.key()}\n{content}".encode()).hexdigest()[:32]
+
+
+def pipeline_description(pipeline: Pipeline, batch_size: int) -> dict[str, Any]:
+    """What results.json records under ``pipeline``, and what its fingerprint hashes: the pipeline's parts and
+    the batch size its answers were computed at."""
+    return {**pipeline.describe(), "batch_size": int(batch_size)}
+
+
+def features_key(pipeline: Pipeline, batch_size: int) -> str:
+    """Names a pipeline's per-window features: encoder, sampling, what is computed, and the batch size."""
+    return fingerprint({"features": pipeline.features_key(), "batch_size": int(batch_size)})
+
+
+def stored_features(cache: Cache, pipeline: Pipeline, window: VideoWindow, batch_size: int) -> dict[str, Any] | None:
+    """The features the store holds for ``window`` as its file is now, under ``pipeline`` at ``batch_size``."""
+    content = cache.content.identify([window.path])[window.path]
+    return cache.get_features(features_key(pipeline, batch_size), content_window_key(window, content))
 
 
 def _batched(items: list[Any], size: int) -> Iterator[list[Any]]:
@@ -114,15 +163,24 @@ class Runner:
 
         pipeline = Pipeline.from_config(cfg.pipeline, registry, cfg.run.seed)
         pipeline.check({r.kind for r in unique.values()}, registry)
-        pfp = pipeline.fingerprint()
+        described = pipeline_description(pipeline, cfg.run.batch_size)
+        pfp = fingerprint(described)
         cache = Cache(Path(cfg.output.cache_dir) / "vfeval.sqlite")
         stats = RunStats(requests=len(unique))
         try:
-            known = cache.get_answers(pfp, list(unique))
-            pending = [r for k, r in unique.items() if k not in known or (cfg.run.retry_failed and not known[k].ok)]
+            contents = self._identify(list(unique.values()), pipeline, cache, stats)
+            keys = {k: answer_key(r, contents.get(r.video.path) if r.video is not None and pipeline.needs_video(r)
+                                  else None)
+                    for k, r in unique.items()}
+            known = cache.get_answers(pfp, list(keys.values()))
+            pending = [r for k, r in unique.items()
+                       if keys[k] not in known or (cfg.run.retry_failed and not known[keys[k]].ok)]
             stats.cached = len(unique) - len(pending)
-            self._compute(pending, pipeline, cache, stats)
-            entries = cache.get_answers(pfp, list(unique))
+            self._count_invalidated(pending, pipeline, cache, pfp, contents, stats)
+            self._compute(pending, pipeline, cache, stats, pfp, keys, contents)
+            cache.put_answered_content(pfp, {os.path.realpath(p): c for p, c in contents.items()})
+            stored = cache.get_answers(pfp, list(keys.values()))
+            entries = {k: stored[ck] for k, ck in keys.items()}
         finally:
             cache.close()
 
@@ -149,8 +207,8 @@ class Runner:
             "requests": stats.to_dict(),
         }
         result = build_result(
-            run_name=cfg.run_name(), config=to_dict(cfg), protocol=task.protocol(), pipeline=pipeline.describe(),
-            pipeline_fingerprint=pfp, results=results, scores=scores, cost=cost,
+            run_name=cfg.run_name(), config=to_dict(cfg), protocol=task.protocol(), pipeline=described,
+            pipeline_fingerprint=pfp, family=pipeline.family, results=results, scores=scores, cost=cost,
             plugins=plugin_versions(self.host), outputs=outputs, limit=cfg.run.limit,
         )
         write_run(run_dir, result, results)
@@ -163,64 +221,94 @@ class Runner:
             TimeRemainingColumn(), console=self.console, disable=not self.show_progress, transient=False,
         )
 
-    def _compute(self, pending: list[Request], pipeline: Pipeline, cache: Cache, stats: RunStats) -> None:
+    def _identify(self, requests: list[Request], pipeline: Pipeline, cache: Cache, stats: RunStats) -> dict[str, str]:
+        """``{video path: content identity}`` of every video file an answer will be computed from."""
+        paths = [r.video.path for r in requests if r.video is not None and pipeline.needs_video(r)]
+        if not paths:
+            return {}
+        before = (cache.content.stats.hashed, cache.content.stats.seconds)
+        contents = cache.content.identify(paths)
+        stats.files_hashed += cache.content.stats.hashed - before[0]
+        stats.identity_s += cache.content.stats.seconds - before[1]
+        return contents
+
+    def _count_invalidated(self, pending: list[Request], pipeline: Pipeline, cache: Cache, pfp: str,
+                           contents: dict[str, str], stats: RunStats) -> None:
+        """Count (and say) the pending windows whose file had other content when this pipeline last answered."""
+        if not contents:
+            return
+        real = {p: os.path.realpath(p) for p in contents}
+        before = cache.answered_content(pfp, sorted(set(real.values())))
+        changed = {p for p, c in contents.items() if before.get(real[p], c) != c}
+        windows = {window_key(r.video) for r in pending
+                   if r.video is not None and r.video.path in changed and pipeline.needs_video(r)}
+        stats.windows_invalidated = len(windows)
+        if windows:
+            self.console.print(f"{len(windows)} windows invalidated: {len(changed)} video files changed since "
+                               "this pipeline answered about them; computing them again")
+
+    def _compute(self, pending: list[Request], pipeline: Pipeline, cache: Cache, stats: RunStats, pfp: str,
+                 keys: dict[str, str], contents: dict[str, str]) -> None:
         if not pending:
             return
-        pfp = pipeline.fingerprint()
         bs = self.cfg.run.batch_size
         groups: dict[str, tuple[VideoWindow, list[Request]]] = {}
         plain: list[Request] = []
         for r in pending:
             if pipeline.needs_video(r):
                 assert r.video is not None
-                groups.setdefault(window_key(r.video), (r.video, []))[1].append(r)
+                key = content_window_key(r.video, contents[r.video.path])
+                groups.setdefault(key, (r.video, []))[1].append(r)
             else:
                 plain.append(r)
         with self._progress() as progress:
             bar = progress.add_task("answering", total=len(pending))
             for chunk in _batched(plain, bs):
                 answers = pipeline.answer(chunk, [None] * len(chunk))
-                cache.put_answers(pfp, {r.key(): Entry(True, a) for r, a in zip(chunk, answers)})
+                cache.put_answers(pfp, {keys[r.key()]: Entry(True, a) for r, a in zip(chunk, answers)})
                 stats.computed += len(chunk)
                 progress.advance(bar, len(chunk))
-            for batch, inputs in self._video_batches(list(groups.values()), pipeline, cache, stats):
+            batches = self._video_batches(list(groups.items()), pipeline, cache, stats)
+            for batch, inputs in batches:
                 entries: dict[str, Entry] = {}
                 ok_reqs, ok_inputs = [], []
-                for (_window, reqs), inp in zip(batch, inputs):
+                for (_key, (_window, reqs)), inp in zip(batch, inputs):
                     if isinstance(inp, str):  # the window failed to decode
-                        entries.update({r.key(): Entry(False, error=inp) for r in reqs})
+                        entries.update({keys[r.key()]: Entry(False, error=inp) for r in reqs})
                     else:
                         ok_reqs.extend(reqs)
                         ok_inputs.extend([inp] * len(reqs))
                 if ok_reqs:
                     answers = pipeline.answer(ok_reqs, ok_inputs)
-                    entries.update({r.key(): Entry(True, a, extra={"frame_times": inp.frame_times})
+                    entries.update({keys[r.key()]: Entry(True, a, extra={"frame_times": inp.frame_times})
                                     for r, a, inp in zip(ok_reqs, answers, ok_inputs)})
                 cache.put_answers(pfp, entries)
                 stats.computed += len(entries)
                 progress.advance(bar, len(entries))
 
     def _video_batches(
-        self, groups: list[tuple[VideoWindow, list[Request]]], pipeline: Pipeline, cache: Cache, stats: RunStats
-    ) -> Iterator[tuple[list[tuple[VideoWindow, list[Request]]], list[VideoInputs | str]]]:
+        self, groups: list[tuple[str, tuple[VideoWindow, list[Request]]]], pipeline: Pipeline, cache: Cache,
+        stats: RunStats,
+    ) -> Iterator[tuple[list[tuple[str, tuple[VideoWindow, list[Request]]]], list[VideoInputs | str]]]:
         """Yield batches of windows with their VideoInputs (or a failure reason).
 
         Windows not in the feature store are decoded by a pool (``run.decode``) while the caller encodes the
         batch before. Ahead of the batch being encoded, ``run.prefetch`` batches are submitted, or as many as
         keep every worker busy (two windows each), never more: memory stays bounded however long the dataset.
+        Each group is ``(content window key, (window, requests))``: the key names the window's features.
         """
         from vfeval.video.pool import open_pool
 
         cfg = self.cfg.run
-        fkey = pipeline.features_key()
+        fkey = features_key(pipeline, cfg.batch_size)
         batches = iter(_batched(groups, cfg.batch_size))
-        with open_pool(cfg.decode, cfg.workers, cfg.video_timeout, pipeline.sampling.decoder, len(groups)) as pool:
+        with open_pool(cfg.decode, cfg.workers, cfg.video_timeout, pipeline.decoder, len(groups)) as pool:
             queue: deque[tuple[list, list[Any]]] = deque()
 
-            def submit(batch: list[tuple[VideoWindow, list[Request]]]) -> None:
+            def submit(batch: list[tuple[str, tuple[VideoWindow, list[Request]]]]) -> None:
                 jobs: list[Any] = []
-                for window, _ in batch:
-                    stored = cache.get_features(fkey, window_key(window))
+                for key, (window, _) in batch:
+                    stored = cache.get_features(fkey, key)
                     jobs.append(stored if stored is not None else pool.submit(window, pipeline.sampling))
                 queue.append((batch, jobs))
 
@@ -252,7 +340,7 @@ class Runner:
                 out[i] = _failure(exc)
         if to_encode:
             computed = pipeline.compute_inputs([clips for _, clips in to_encode])
-            cache.put_features(fkey, [(window_key(batch[i][0]), inp) for (i, _), inp in zip(to_encode, computed)])
+            cache.put_features(fkey, [(batch[i][0], inp) for (i, _), inp in zip(to_encode, computed)])
             for (i, _), inp in zip(to_encode, computed):
                 out[i] = inp
         return out  # type: ignore[return-value]
@@ -268,6 +356,10 @@ def rescore(run_dir: str | Path, host: Host) -> tuple[dict[str, Any], dict[str, 
     """Recompute a run's metrics from its saved answers (samples.jsonl), without the model or the videos.
 
     Returns (old result, new result); results.json is rewritten with the new metrics and a ``rescored`` date.
+    Nothing is dropped silently: a task file whose hash the run recorded (``protocol.files``) and that is gone
+    now is a UsageError naming it; one that changed is read as it is now, and the new protocol (with its
+    fingerprint) is recorded with a note; a metric or breakdown that rescoring no longer produces is kept from
+    the run with a note.
     """
     import datetime as _dt
 
@@ -278,13 +370,51 @@ def rescore(run_dir: str | Path, host: Host) -> tuple[dict[str, Any], dict[str, 
     old, samples = read_run(run_dir)
     cfg = from_dict(old["run"]["config"], host.registry)
     task = host.registry.get("tasks", cfg.task.name).load()(cfg.task)
+    recorded = dict((old.get("protocol") or {}).get("files") or {})
+    present = task.data_files()
+    gone = [label for label in recorded if label not in present or not Path(present[label]).is_file()]
+    if gone:
+        raise UsageError(
+            f"cannot rescore {run_dir}: task file {gone[0]} (hashed into its protocol) is gone from "
+            f"{cfg.task.root}; scoring reads it, so restore it, or run the task again"
+        )
     for res in samples:
         if not res.failed:
             res.prediction, res.correct = task.predict(res)
     scores = task.score(samples, seed=cfg.run.seed)
     new = {**old, **scores_to_dict(scores),
            "rescored": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    notes = list(new["notes"])
+    protocol = task.protocol()
+    protocol = {**protocol, "fingerprint": fingerprint(protocol)}
+    if protocol["fingerprint"] != (old.get("protocol") or {}).get("fingerprint"):
+        notes.append(f"protocol changed since the run ({_protocol_change(old.get('protocol') or {}, protocol)}): "
+                     f"fingerprint {(old.get('protocol') or {}).get('fingerprint')} -> {protocol['fingerprint']}")
+        new["protocol"] = protocol
+    for name, metric in (old.get("metrics") or {}).items():
+        if name not in new["metrics"]:
+            new["metrics"][name] = metric
+            notes.append(f"metric {name} kept from the run: rescoring did not produce it")
+    for name, table in (old.get("breakdowns") or {}).items():
+        if name not in new["breakdowns"]:
+            new["breakdowns"][name] = table
+            notes.append(f"breakdown {name} kept from the run: rescoring did not produce it")
+    new["notes"] = notes
     folder = run_dir if run_dir.is_dir() else run_dir.parent
     write_run(folder, new, samples)
     assert (folder / RESULTS_FILE).exists()
     return old, new
+
+
+def _protocol_change(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """Which parts of a protocol differ, e.g. ``files.questions.json, version``."""
+    parts = []
+    for key in sorted((set(old) | set(new)) - {"fingerprint"}):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            parts.extend(f"{key}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+        else:
+            parts.append(key)
+    return ", ".join(parts)

@@ -60,6 +60,9 @@ class EncoderSpec(_Spec):
     backends: tuple[str, ...] = ("numpy",)
     capabilities: tuple[str, ...] = ("embed_video",)
     """Any of ``embed_video``, ``embed_text``, ``describe``."""
+    family: str = "other"
+    """The leaderboard family its pipelines belong to: ``video-first``, ``image-first``, ``baseline`` (not
+    learned), or ``other``. Written into each result as ``pipeline.family``; an aggregator may override it."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,10 @@ class AggregatorSpec(_Spec):
 
     kinds: tuple[str, ...] = ("video_embedding", "text_embedding", "choice_scores")
     """The request kinds this aggregator can answer (given an encoder with the capabilities it needs)."""
+    family: str | None = None
+    """Overrides the encoder's family for every pipeline this aggregator ends (``baseline`` for aggregators
+    that ignore what the encoder saw, ``llm-over-segments`` for an LLM reading segment captions); None keeps
+    the encoder's."""
 
 
 @dataclass(frozen=True)
@@ -75,24 +82,79 @@ class TrainerSpec(_Spec):
     """A training recipe run by ``vfeval train``."""
 
 
+@dataclass(frozen=True)
+class DecoderSpec(_Spec):
+    """A video decoder: reads the frames a ``SamplingConfig`` chooses from a ``VideoWindow``.
+
+    ``factory`` must be a ``"module:callable"`` string (decoding worker processes import it themselves); it is
+    called with one keyword, ``threads`` (how many threads it may decode with; 0 for its own choice), and
+    returns a ``vfeval.video.backends.VideoBackend``. ``config`` is unused: a decoder has no options."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.factory, str) or ":" not in self.factory:
+            raise UsageError(
+                f"decoder {self.name!r}: factory {self.factory!r} must be a 'package.module:callable' string "
+                "(worker processes import it by name)"
+            )
+
+
 @dataclass
 class Registry:
-    """Everything the installed plugins registered, by kind and name."""
+    """Everything the installed plugins registered, by kind and name.
+
+    A name that several plugins registered is *contested*: it is left out of its table, and asking for it is
+    an error naming every plugin that registered it; every other name works. ``failed`` holds the plugins
+    that failed to load (or whose hook raised), so that asking for a name that one of them might have
+    registered says so instead of only "unknown".
+    """
 
     tasks: dict[str, TaskSpec] = field(default_factory=dict)
     encoders: dict[str, EncoderSpec] = field(default_factory=dict)
     aggregators: dict[str, AggregatorSpec] = field(default_factory=dict)
     trainers: dict[str, TrainerSpec] = field(default_factory=dict)
+    decoders: dict[str, DecoderSpec] = field(default_factory=dict)
+    contested: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    """``(kind, name) -> (plugin, plugin, ...)`` for names registered by more than one plugin."""
+    failed: dict[str, str] = field(default_factory=dict)
+    """``plugin name -> error`` for plugins that failed to load or whose registration hook raised."""
 
     def table(self, kind: str) -> dict[str, _Spec]:
         return getattr(self, kind)
 
+    def add(self, kind: str, spec: _Spec) -> None:
+        """Record ``spec`` (with ``spec.plugin`` set); a name another plugin already holds becomes contested."""
+        table = self.table(kind)
+        key = (kind, spec.name)
+        if key in self.contested:
+            if spec.plugin not in self.contested[key]:
+                self.contested[key] = (*self.contested[key], spec.plugin)
+        elif spec.name in table and table[spec.name].plugin != spec.plugin:
+            self.contested[key] = (table.pop(spec.name).plugin, spec.plugin)
+        else:
+            table[spec.name] = spec
+
+    def conflict_message(self, kind: str, name: str) -> str:
+        plugins = " and ".join(f"plugin {p!r}" for p in self.contested[(kind, name)])
+        return (
+            f"{kind[:-1]} {name!r} is registered by both {plugins}, so it cannot be used; uninstall one of "
+            "them or leave one out of VFEVAL_PLUGINS"
+        )
+
     def get(self, kind: str, name: str) -> Any:
-        """The spec called `name` of `kind` ('tasks', 'encoders', ...), or a UsageError naming near misses."""
+        """The spec called `name` of `kind` ('tasks', 'encoders', ...), or a UsageError naming near misses,
+        the plugins that contest the name, or the plugins that failed to load."""
         from vfeval.errors import suggest
 
         table = self.table(kind)
+        if (kind, name) in self.contested:
+            raise UsageError(self.conflict_message(kind, name))
         if name not in table:
             singular = kind[:-1]
-            raise UsageError(f"unknown {singular} {name!r}{suggest(name, table)}; `vfeval ls {kind}` lists them")
+            failed = ""
+            if self.failed:
+                errors = "; ".join(f"plugin {p!r} failed: {e}" for p, e in sorted(self.failed.items()))
+                failed = f"; it may come from a plugin that failed to load ({errors}; `vfeval plugins` shows why)"
+            raise UsageError(
+                f"unknown {singular} {name!r}{suggest(name, table)}; `vfeval ls {kind}` lists them{failed}"
+            )
         return table[name]

@@ -8,7 +8,7 @@ A YAML whose top-level key is ``suite`` (instead of ``task`` and ``pipeline``) i
       vars: {data: data/synthetic}      # values the rest refers to as ${suite.vars.data}
       prepare:                          # vfeval commands, in order; skipped when every path of `creates` exists
         data: {command: "data synthetic --out data/synthetic", creates: [data/synthetic/README.md]}
-      train:                            # `vfeval train` recipes; skipped when `checkpoint` exists
+      train:                            # `vfeval train` recipes, resumed if killed; done when `checkpoint` exists
         mask0: {config: configs/train/synthetic.yaml, overrides: [name=x], checkpoint: runs/train-x/final.safetensors}
       tasks:                            # run configs; their task sections are evaluated
         egoschema: {config: configs/egoschema.yaml, overrides: [task.root=data/synthetic/egoschema]}
@@ -22,6 +22,13 @@ Every task is evaluated with every pipeline (a pipeline's ``tasks`` narrows that
 and its cache, so running a suite again recomputes nothing. A training recipe that is not registered is
 skipped with the reason, and so is every pipeline that ``needs`` what it would have written: nothing is
 replaced by something else. Paths are relative to the working directory, except ``include``.
+
+A suite killed at any moment and run again continues where it stopped and ends with the records of a run
+never killed. A prepare command must make its ``creates`` appear only when complete (written under a
+temporary name, then renamed, as ``vfeval data synthetic`` and ``vfeval profile --out`` do). A training
+step runs its recipe with ``resume=true`` (when the recipe has that option), so it continues its own
+unfinished run from the last checkpoint, and a run folder whose saved config differs from the step's stops
+the suite with one line naming the folder.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +47,7 @@ from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.table import Table
 
-from vfeval.config import _describe, build_run_config, load_raw, load_trainer_config
+from vfeval.config import build_run_config, describe, load_raw, load_trainer_config
 from vfeval.errors import UsageError
 from vfeval.plugins import Host
 
@@ -50,7 +57,8 @@ class PrepareStep:
     command: str = MISSING
     """A vfeval command line without ``vfeval``, e.g. ``data synthetic --out data/synthetic``."""
     creates: list[str] = field(default_factory=list)
-    """The step is skipped when every one of these paths exists (and must exist after it ran)."""
+    """The step is skipped when every one of these paths exists (and must exist after it ran). The command
+    must create each of them only once complete (a temporary name, renamed), so that a killed step is redone."""
 
 
 @dataclass
@@ -58,8 +66,9 @@ class TrainStep:
     config: str = MISSING
     overrides: list[str] = field(default_factory=list)
     checkpoint: str = MISSING
-    """The final checkpoint the training writes: when it exists, training is skipped. The
-    ``metrics.jsonl`` next to it becomes the run's loss curve on the leaderboard."""
+    """The final checkpoint the training writes: when it exists, the training is done (the trainer only
+    checks that its saved config is the step's). The ``metrics.jsonl`` next to it becomes the run's loss
+    curve on the leaderboard."""
 
 
 @dataclass
@@ -137,7 +146,7 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         root = OmegaConf.merge(schema, {"suite": node}, OmegaConf.from_dotlist(list(overrides)))
         cfg = OmegaConf.to_object(root.suite)
     except OmegaConfBaseException as exc:
-        raise UsageError(_describe(exc, schema)) from exc
+        raise UsageError(describe(exc, schema)) from exc
     assert isinstance(cfg, SuiteConfig)
     for key, pipe in cfg.pipelines.items():
         for task in pipe.tasks:
@@ -200,21 +209,43 @@ class SuiteRunner:
     def train(self, name: str, step: TrainStep) -> None:
         checkpoint = Path(step.checkpoint)
         trainer = str(OmegaConf.select(load_raw(step.config, step.overrides), "trainer", default=""))
-        if checkpoint.exists():
-            self.say(f"train {name}: up to date ({checkpoint})")
-        elif trainer not in self.host.registry.table("trainers"):
-            self.skip(f"train {name}: trainer {trainer!r} is not registered (see `vfeval ls trainers`), so "
-                      f"{checkpoint} cannot be made; pipelines that need it are skipped too")
-            return
-        else:
-            self.say(f"train {name}: vfeval train {step.config} {' '.join(step.overrides)}")
-            spec, tcfg = load_trainer_config(step.config, step.overrides, self.host.registry)
-            final = spec.load()(tcfg)
+        if trainer not in self.host.registry.table("trainers"):
             if not checkpoint.exists():
-                raise SuiteFailed(f"train {name}: the trainer wrote {final}, not the suite's checkpoint {checkpoint}")
+                self.skip(f"train {name}: trainer {trainer!r} is not registered (see `vfeval ls trainers`), so "
+                          f"{checkpoint} cannot be made; pipelines that need it are skipped too")
+                return
+            self.say(f"train {name}: up to date ({checkpoint}; trainer {trainer!r} is not registered to check it)")
+        else:
+            self.run_trainer(name, step, trainer, checkpoint)
         metrics = checkpoint.parent / "metrics.jsonl"
         if metrics.is_file():
             self.outcome.curves[f"{self.cfg.name}-{name}"] = metrics
+
+    def run_trainer(self, name: str, step: TrainStep, trainer: str, checkpoint: Path) -> None:
+        """Train, or continue the step's own unfinished run. A recipe with a ``resume`` option runs with
+        ``resume=true``: its trainer continues the run from its last checkpoint, returns at once when the run
+        had finished, and refuses (one line naming the folder) a run whose saved config differs from the step's."""
+        spec = self.host.registry.get("trainers", trainer)
+        resumable = is_dataclass(spec.config) and "resume" in {f.name for f in fields(spec.config)}
+        done, folder = checkpoint.exists(), checkpoint.parent
+        if done and not resumable:
+            self.say(f"train {name}: up to date ({checkpoint})")
+            return
+        if not done:
+            unfinished = resumable and folder.is_dir() and any(folder.iterdir())
+            self.say(f"train {name}: " + (f"continuing the unfinished run in {folder}" if unfinished else
+                                         f"vfeval train {step.config} {' '.join(step.overrides)}"))
+        try:
+            spec, tcfg = load_trainer_config(
+                step.config, [*step.overrides, *(["resume=true"] if resumable else [])], self.host.registry
+            )
+            final = spec.load()(tcfg)
+        except UsageError as exc:
+            raise UsageError(f"suite step train.{name}: {exc}") from exc
+        if not checkpoint.exists():
+            raise SuiteFailed(f"train {name}: the trainer wrote {final}, not the suite's checkpoint {checkpoint}")
+        if done:
+            self.say(f"train {name}: up to date ({checkpoint})")
 
     def run_config(self, task_key: str, pipe_key: str) -> Any:
         task, pipe = self.cfg.tasks[task_key], self.cfg.pipelines[pipe_key]
@@ -246,7 +277,7 @@ class SuiteRunner:
                 self.outcome.runs.append(outcome)
                 res, stats = outcome.result, outcome.stats
                 head = res["metrics"].get(res.get("headline"))
-                score = f"{res['headline']} {head['value']:.2f}" if head else "not scored"
+                score = f"{res['headline']} {head['value']:.2f}" if head and head["value"] is not None else "not scored"
                 self.say(f"run {task_key} / {pipe_key}: {score}  ({res['cost']['wall_s']:.1f} s, "
                          f"{stats.cached} of {stats.requests} answers from the cache)")
 
@@ -254,7 +285,7 @@ class SuiteRunner:
         lb = self.cfg.leaderboard
         if not lb.results:
             return
-        from vfeval.leaderboard.build import build_site, registry_backends
+        from vfeval.leaderboard.build import build_site
         from vfeval.leaderboard.records import add_run
 
         results = Path(lb.results)
@@ -267,7 +298,7 @@ class SuiteRunner:
                 shutil.copyfile(path, results / "training" / f"{name}.jsonl")
         self.say(f"leaderboard: {len(self.outcome.runs)} results added to {results}")
         if lb.site:
-            self.outcome.index = build_site(results, lb.site, backends=registry_backends(self.host))
+            self.outcome.index = build_site(results, lb.site)
 
     def summary(self) -> None:
         table = Table(title=f"suite {self.cfg.name}: headline metric [95% CI]")
@@ -279,7 +310,8 @@ class SuiteRunner:
         for o in self.outcome.runs:
             m = o.result["metrics"].get(o.result.get("headline"))
             ci = m.get("ci95") if m else None
-            text = "—" if not m else f"{m['value']:.1f}" + (f" [{ci[0]:.1f}, {ci[1]:.1f}]" if ci else "")
+            text = "—" if not m or m["value"] is None else \
+                f"{m['value']:.1f}" + (f" [{ci[0]:.1f}, {ci[1]:.1f}]" if ci and None not in ci else "")
             cells[(o.run_dir.parent.name, o.run_dir.name)] = text
         for p in self.cfg.pipelines:
             if any((t, p) in cells for t in tasks):

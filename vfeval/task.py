@@ -6,8 +6,6 @@ Tasks know nothing about encoders. A sample and its answers are plain JSON-able 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,27 +147,25 @@ class Task(ABC):
         """Extra files a task writes next to results.json (e.g. a submission file): ``{label: path}``."""
         return {}
 
+    def data_files(self) -> dict[str, Path]:
+        """The files this task reads to build its samples and score them (questions, answers, annotations,
+        event lists), by a label (the config key naming the file, say); only those that exist. Their SHA-256 is part
+        of the protocol (``files``), so scores against other annotations never rank together, and ``rescore``
+        refuses to go on when one is gone. Videos are not listed: the runner identifies their content."""
+        return {}
+
     def protocol(self) -> dict[str, Any]:
-        return {
+        protocol = {
             "task": self.name,
             "version": self.version,
             "split": self.split,
             "metric_versions": dict(self.metric_versions),
             "options": self.protocol_options(),
         }
+        files = self.data_files()
+        if files:
+            from vfeval.content import file_hashes
 
+            protocol["files"] = file_hashes(files)
+        return protocol
 
-def fingerprint(data: Any) -> str:
-    """A short stable hash of JSON-able data."""
-    blob = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def sha256_file(path: str | Path, h: Any = None) -> Any:
-    """``h`` (a new SHA-256 if None) updated with the bytes of the file at ``path``, read 1 MiB at a time;
-    ``.hexdigest()`` names weights or data files in fingerprints."""
-    h = h or hashlib.sha256()
-    with open(Path(path).expanduser(), "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h

@@ -28,9 +28,9 @@ import numpy as np
 from vfeval.aggregators import EmbeddingAggregatorConfig
 from vfeval.config import SamplingConfig
 from vfeval.errors import DataError, UsageError
+from vfeval.hashing import sha256_file
 from vfeval.pipeline import EmbeddingAggregator, Encoder, _normalise
 from vfeval.requests import VideoWindow
-from vfeval.task import sha256_file
 
 
 @dataclass

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vfeval.errors import UsageError
-from vfeval.task import sha256_file
+from vfeval.hashing import sha256_file
 
 HASHED_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model", ".tiktoken")
 

@@ -19,12 +19,12 @@ def register_encoders(register):
 
     register(EncoderSpec(
         name="pixel", factory="vfeval_baselines.pixel:make_encoder", config=PixelConfig,
-        capabilities=("embed_video", "embed_text"),
+        capabilities=("embed_video", "embed_text"), family="baseline",
         description="Non-learned: share of each basic colour in the video; colour words in the text.",
     ))
     register(EncoderSpec(
         name="hashed-text", factory="vfeval_baselines.text:make_encoder", config=HashedTextConfig,
-        capabilities=("embed_text",),
+        capabilities=("embed_text",), family="baseline",
         description="Non-learned text embedding (hashed words and character trigrams), for blind baselines.",
     ))
     register(EncoderSpec(
@@ -44,7 +44,7 @@ def register_encoders(register):
     ))
     register(EncoderSpec(
         name="hf-clip", factory="vfeval_baselines.clip:make_hf_clip", config=HFClipConfig, backends=("torch",),
-        capabilities=("embed_video", "embed_text"),
+        capabilities=("embed_video", "embed_text"), family="image-first",
         description="Image-first: any Hugging Face CLIPModel, frame embeddings averaged over each clip.",
     ))
 
@@ -58,17 +58,17 @@ def register_aggregators(register):
 
     register(AggregatorSpec(
         name="random", factory="vfeval_baselines.choice:make_random", config=RandomConfig,
-        kinds=("choice_scores", "video_embedding", "text_embedding"),
+        kinds=("choice_scores", "video_embedding", "text_embedding"), family="baseline",
         description="Seeded random answers: chance level.",
     ))
     register(AggregatorSpec(
         name="blind", factory="vfeval_baselines.choice:make_blind", config=BlindConfig,
-        kinds=("choice_scores",),
+        kinds=("choice_scores",), family="baseline",
         description="Question-option text similarity, never looks at the video.",
     ))
     register(AggregatorSpec(
         name="constant", factory="vfeval_baselines.choice:make_constant", config=ConstantConfig,
-        kinds=("choice_scores",), description="Always the same option (answer-prior check).",
+        kinds=("choice_scores",), family="baseline", description="Always the same option (answer-prior check).",
     ))
     register(AggregatorSpec(
         name="nearest-caption", factory="vfeval_baselines.captioning:make_nearest_caption",
@@ -83,5 +83,6 @@ def register_aggregators(register):
     ))
     register(AggregatorSpec(
         name="llm", factory="vfeval_baselines.llm:make_llm", config=LLMConfig, kinds=("choice_scores", "generate"),
+        family="llm-over-segments",
         description="A causal LM reads timestamped segment captions (LLoVi-style); log-likelihood or generation.",
     ))

@@ -30,11 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from vfeval.config import TaskConfig
 from vfeval.errors import UsageError
 from vfeval.metrics import bootstrap
-from vfeval.requests import Request, VideoWindow, choice_scores
-from vfeval.task import Metric, Sample, SampleResult, Scores, Task
+from vfeval.multiple_choice import MultipleChoiceConfig, MultipleChoiceTask, Prediction, mc_sample
+from vfeval.requests import VideoWindow
+from vfeval.task import Metric, Sample, SampleResult, Scores
+from vfeval_benchmarks._files import read_json
 
 NUM_OPTIONS = 5
 OPTION_KEYS = tuple(f"option {i}" for i in range(NUM_OPTIONS))
@@ -49,62 +50,45 @@ GRADER_NOTE = (
 
 
 @dataclass
-class EgoSchemaConfig(TaskConfig):
+class EgoSchemaConfig(MultipleChoiceConfig):
     """Where the EgoSchema files are. Paths are relative to ``root`` unless absolute."""
 
     name: str = "egoschema"
     root: str = "${oc.env:VFEVAL_DATA,data}/egoschema"
     split: str = "subset"
-    questions: str = "questions.json"
     answers: str = "subset_answers.json"
     """Public answers of the subset split; read by the full split when present, for ``subset_accuracy``."""
     videos: str = "videos"
     video_ext: str = "mp4"
 
 
-class EgoSchemaTask(Task):
-    """Zero-shot or trained multiple choice: one ``choice_scores`` request per question."""
+class EgoSchemaTask(MultipleChoiceTask):
+    """EgoSchema long-video multiple-choice QA (5 options, 180 s egocentric clips); subset: 500 public
+    answers scored offline; full: writes submission.json for the official grader
+
+    Zero-shot or trained multiple choice: one ``choice_scores`` request per question.
+    """
 
     name = "egoschema"
     version = "1"
-    metric_versions = {"accuracy": "1", "bootstrap": bootstrap.VERSION}
+    splits = SPLITS
+    num_options = NUM_OPTIONS
+    unparseable_note = "{n} answers scored no option (e.g. unparseable): counted wrong, left out of submission.json"
 
     def __init__(self, config: EgoSchemaConfig) -> None:
         super().__init__(config)
-        if config.split not in SPLITS:
-            raise UsageError(
-                f"config: bad value for 'task.split': {config.split!r}; egoschema has splits subset, full"
-            )
         self._num_questions: int | None = None
         """Entries of questions.json, known once ``load()`` has run; a full submission must cover them all."""
 
     # -- paths ---------------------------------------------------------------------------------------------
 
     @property
-    def root(self) -> Path:
-        root = str(self.config.root)
-        if "${" in root:
-            # A config built in code rather than through OmegaConf still holds the interpolation string.
-            from omegaconf import OmegaConf
-
-            root = str(OmegaConf.create({"root": root}).root)
-        return Path(root).expanduser()
-
-    def _path(self, name: str) -> Path:
-        path = Path(name).expanduser()
-        return path if path.is_absolute() else self.root / path
-
-    @property
-    def questions_path(self) -> Path:
-        return self._path(self.config.questions)
-
-    @property
     def answers_path(self) -> Path:
-        return self._path(self.config.answers)
+        return self.path(self.config.answers)
 
     @property
     def videos_dir(self) -> Path:
-        return self._path(self.config.videos)
+        return self.path(self.config.videos)
 
     def video_path(self, q_uid: str) -> Path:
         return self.videos_dir / f"{q_uid}.{self.config.video_ext}"
@@ -152,98 +136,29 @@ class EgoSchemaTask(Task):
 
     def _sample(self, entry: dict[str, str], target: int | None) -> Sample:
         q_uid = entry["q_uid"]
-        return Sample(
-            id=q_uid,
-            video=VideoWindow(q_uid, str(self.video_path(q_uid))),
-            target=target,
-            data={"question": entry["question"], "options": [entry[k] for k in OPTION_KEYS]},
-            group=q_uid,
-        )
-
-    # -- requests and predictions --------------------------------------------------------------------------
-
-    def requests(self, sample: Sample) -> list[Request]:
-        return [choice_scores(sample.video, sample.data["question"], sample.data["options"])]
-
-    def predict(self, result: SampleResult) -> tuple[Any, Any]:
-        """The option with the highest score (the lowest index on ties) and whether it is the answer."""
-        if result.answers is None:
-            return None, None
-        scores = np.asarray(result.answers[0], dtype=np.float64).reshape(-1)
-        if scores.size != NUM_OPTIONS:
-            raise ValueError(
-                f"egoschema {result.sample.id}: expected {NUM_OPTIONS} option scores, got {scores.size}"
-            )
-        target = result.sample.target
-        if not np.isfinite(scores).any():
-            # No option has a score (e.g. an LLM answer with no parseable letter): no prediction, and wrong,
-            # never the 20% credit that picking option 0 would give.
-            return None, None if target is None else False
-        # np.argmax would pick a NaN over any number; a NaN score must never be the prediction.
-        prediction = int(np.argmax(np.where(np.isnan(scores), -np.inf, scores)))
-        return prediction, None if target is None else prediction == int(target)
-
-    def _predictions(self, results: list[SampleResult]) -> list[tuple[SampleResult, int, bool | None]]:
-        """(result, prediction, correct) of every sample that did not fail, recomputed from its answers."""
-        out = []
-        for r in results:
-            if not r.failed:
-                prediction, correct = self.predict(r)
-                out.append((r, prediction, correct))
-        return out
+        options = [entry[k] for k in OPTION_KEYS]
+        return mc_sample(q_uid, VideoWindow(q_uid, str(self.video_path(q_uid))), entry["question"], options,
+                         target, q_uid)
 
     # -- scoring -------------------------------------------------------------------------------------------
 
     def score(self, results: list[SampleResult], seed: int = 0) -> Scores:
-        scored = self._predictions(results)
-        n_failed = len(results) - len(scored)
-        notes = [f"{n_failed} of {len(results)} samples failed and are not scored"] if n_failed else []
-        n_none = sum(p is None for _, p, _ in scored)
-        if n_none:
-            notes.append(f"{n_none} answers scored no option (e.g. unparseable): counted wrong, left out of "
-                         "submission.json")
         if self.split == "full":
-            return self._score_full(results, scored, notes, seed)
-        if not scored:
-            return Scores(scored=False, headline="accuracy", notes=["no sample could be scored", *notes])
+            scored = self.predictions(results)
+            # Answers are withheld here by design: no note counts the questions without one.
+            return self._score_full(results, scored, self.notes(results, scored, unanswered=False), seed)
+        return super().score(results, seed)
 
-        groups = [r.sample.group or r.sample.id for r, _, _ in scored]
-        correct = np.array([100.0 * bool(c) for _, _, c in scored])
-        mean, low, high = bootstrap.mean_ci(correct, groups, seed=seed)
-        metrics = {"accuracy": Metric(mean, low, high, n=len(scored))}
-
-        predictions = np.array([p for _, p, _ in scored])
-        targets = np.array([int(r.sample.target) for r, _, _ in scored])
-        # Share of each predicted index: a model that always answers one letter shows up here at a glance.
-        answer_share = {}
-        accuracy_by_answer = {}
-        for k in range(NUM_OPTIONS):
-            share, s_low, s_high = bootstrap.mean_ci(100.0 * (predictions == k), groups, seed=seed)
-            answer_share[str(k)] = Metric(share, s_low, s_high, n=len(scored), higher_is_better=False)
-            rows = np.flatnonzero(targets == k)
-            if rows.size:
-                acc, a_low, a_high = bootstrap.mean_ci(correct[rows], [groups[i] for i in rows], seed=seed)
-                accuracy_by_answer[str(k)] = Metric(acc, a_low, a_high, n=int(rows.size))
-        breakdowns = {"answer_share": answer_share, "accuracy_by_answer": accuracy_by_answer}
-        types = self._synthetic_question_types()
-        if types:  # synthetic data: which kinds of question a pipeline can answer (e.g. ``absent`` is the control)
-            by_type = {}
-            for qtype in sorted({types.get(r.sample.id, "unknown") for r, _, _ in scored}):
-                rows = [i for i, (r, _, _) in enumerate(scored) if types.get(r.sample.id, "unknown") == qtype]
-                acc, a_low, a_high = bootstrap.mean_ci(correct[rows], [groups[i] for i in rows], seed=seed)
-                by_type[qtype] = Metric(acc, a_low, a_high, n=len(rows))
-            breakdowns["accuracy_by_type"] = by_type
-        return Scores(metrics=metrics, headline="accuracy", breakdowns=breakdowns, notes=notes)
-
-    def _synthetic_question_types(self) -> dict[str, str]:
-        """``{q_uid: question type}`` of data written by `vfeval data synthetic`; empty for real data."""
+    def question_types(self) -> dict[str, str]:
+        """``{q_uid: question type}`` of data written by `vfeval data synthetic` (``absent`` is the control);
+        empty for real data."""
         path = self.root / "synthetic_events.json"
         if not path.is_file():
             return {}
         events = json.loads(path.read_text(encoding="utf-8"))
         return {uid: str(item.get("question_type", "unknown")) for uid, item in events.items()}
 
-    def _score_full(self, results: list[SampleResult], scored: list[tuple[SampleResult, int, bool | None]],
+    def _score_full(self, results: list[SampleResult], scored: list[Prediction],
                     notes: list[str], seed: int) -> Scores:
         """Not scored: the grader's note, the submission's coverage and checks, and ``subset_accuracy`` (the
         predictions on the questions whose answers are public) when the samples carry those answers."""
@@ -282,7 +197,8 @@ class EgoSchemaTask(Task):
 
     def write_outputs(self, results: list[SampleResult], run_dir: Path) -> dict[str, str]:
         """``submission.json``: ``{q_uid: predicted index}`` of every sample that did not fail."""
-        submission = {r.sample.id: prediction for r, prediction, _ in self._predictions(results) if prediction is not None}
+        predictions = self.predictions(results)
+        submission = {r.sample.id: prediction for r, prediction, _ in predictions if prediction is not None}
         problems = _invalid_answers(submission, [r.sample.id for r in results])
         if problems:  # predictions come from predict(), so this is a bug, never something to send the grader
             raise ValueError(f"egoschema submission is invalid: {'; '.join(problems)}")
@@ -301,20 +217,17 @@ class EgoSchemaTask(Task):
             return {"data": "synthetic"}
         return {}
 
-
-def _read_json(path: Path) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path} is not valid JSON: {exc}") from exc
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
+    def data_files(self) -> dict[str, Path]:
+        """questions.json, the public answers (scored by the subset split, and by the full one when present)
+        and synthetic data's question types: what samples and scores are made of."""
+        files = {"questions": self.questions_path, "answers": self.answers_path,
+                 "synthetic_events": self.root / "synthetic_events.json"}
+        return {label: path for label, path in files.items() if path.is_file()}
 
 
 def read_questions(path: Path) -> list[dict[str, str]]:
     """The entries of an EgoSchema ``questions.json``, validated; a bad entry names its index and key."""
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, list):
         raise UsageError(f"{path} must hold a JSON list of questions, not a {type(data).__name__}")
     seen: set[str] = set()
@@ -339,7 +252,7 @@ def read_questions(path: Path) -> list[dict[str, str]]:
 
 def read_answers(path: Path) -> dict[str, int]:
     """An EgoSchema ``subset_answers.json``, ``{q_uid: 0..4}``, validated."""
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, dict):
         raise UsageError(
             f"{path} must hold a JSON object {{q_uid: answer index}}, not a {type(data).__name__}"

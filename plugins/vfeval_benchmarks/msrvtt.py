@@ -244,7 +244,11 @@ class _MSRVTTTask(Task):
 
 
 class MSRVTTRetrievalTask(_MSRVTTTask):
-    """Samples are captions (group: their video); each asks for its video's and its caption's embedding."""
+    """MSR-VTT text-video retrieval; 1k-A: 1000 JSFusion test pairs; full: 2990 test videos with all
+    captions; t2v and v2t R@1/5/10, MdR, MnR
+
+    Samples are captions (group: their video); each asks for its video's and its caption's embedding.
+    """
 
     name = "msrvtt_retrieval"
     version = "1"
@@ -282,7 +286,11 @@ class MSRVTTRetrievalTask(_MSRVTTTask):
 
 
 class MSRVTTCaptioningTask(_MSRVTTTask):
-    """Samples are test videos with all their references; each asks for one ``generate(window, prompt)``."""
+    """MSR-VTT video captioning on the 2990 test videos against all references; BLEU-4, METEOR, ROUGE-L,
+    CIDEr
+
+    Samples are test videos with all their references; each asks for one ``generate(window, prompt)``.
+    """
 
     name = "msrvtt_captioning"
     version = "1"
@@ -312,7 +320,8 @@ class MSRVTTCaptioningTask(_MSRVTTTask):
 
 
 class MSRVTTCategoryTask(_MSRVTTTask):
-    """A linear probe over the 20 categories on frozen video embeddings.
+    """MSR-VTT 20-way category linear probe on frozen video embeddings; full: train split -> test split;
+    1k-A: 9k list -> 1k-A videos
 
     Samples are the training videos (``data.role == "train"``, never scored) and the test videos (scored),
     one ``video_embedding`` each. The probe (``vfeval_benchmarks._probe``: standardised features, lbfgs

@@ -1,95 +1,42 @@
 """Task specs of the first-party benchmarks, registered from the plugin's ``register_tasks`` hook.
 
-Importing this module imports the task modules for their config dataclasses, so those modules stay light:
-numpy at most, no video decoding or deep-learning library at module level.
+``TASKS`` is the table: one row per task, ``(task class, config class, factory in the task's module)``.
+Everything else a spec says is read from the task class, so that each lives in one place: ``name``,
+``version`` and ``splits`` from its attributes, and the line ``vfeval ls`` shows from the first paragraph
+of its docstring.
+
+Importing this module imports the task modules for their classes, so those modules stay light: numpy at
+most, no video decoding or deep-learning library at module level.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 from vfeval.specs import TaskSpec
-from vfeval_benchmarks import msrvtt, youcook2
-from vfeval_benchmarks.egoschema import EgoSchemaConfig
+from vfeval_benchmarks import egoschema, msrvtt, youcook2
+
+TASKS = (
+    (egoschema.EgoSchemaTask, egoschema.EgoSchemaConfig, "make_task"),
+    (msrvtt.MSRVTTRetrievalTask, msrvtt.MSRVTTRetrievalConfig, "make_retrieval"),
+    (msrvtt.MSRVTTCaptioningTask, msrvtt.MSRVTTCaptioningConfig, "make_captioning"),
+    (msrvtt.MSRVTTCategoryTask, msrvtt.MSRVTTCategoryConfig, "make_category"),
+    (youcook2.YouCook2RetrievalTask, youcook2.YouCook2RetrievalConfig, "make_retrieval"),
+    (youcook2.YouCook2CaptioningTask, youcook2.YouCook2CaptioningConfig, "make_captioning"),
+    (youcook2.YouCook2SummaryTask, youcook2.YouCook2SummaryConfig, "make_summary"),
+)
+
+
+def task_spec(task: type, config: type, factory: str) -> TaskSpec:
+    """The spec of one row of ``TASKS``."""
+    summary = inspect.cleandoc(task.__doc__ or "").split("\n\n")[0]
+    return TaskSpec(name=task.name, factory=f"{task.__module__}:{factory}", config=config, version=task.version,
+                    splits=tuple(task.splits), description=" ".join(summary.split()))
 
 
 def register(register_fn: Callable[..., Any]) -> None:
     """Call ``register_fn`` with the TaskSpec of each benchmark task this module knows."""
-    register_fn(
-        TaskSpec(
-            name="egoschema",
-            factory="vfeval_benchmarks.egoschema:make_task",
-            config=EgoSchemaConfig,
-            version="1",
-            splits=("subset", "full"),
-            description="EgoSchema long-video multiple-choice QA (5 options, 180 s egocentric clips); "
-            "subset: 500 public answers scored offline; full: writes submission.json for the official grader",
-        )
-    )
-    register_fn(
-        TaskSpec(
-            name="msrvtt_retrieval",
-            factory="vfeval_benchmarks.msrvtt:make_retrieval",
-            config=msrvtt.MSRVTTRetrievalConfig,
-            version=msrvtt.MSRVTTRetrievalTask.version,
-            splits=msrvtt.RETRIEVAL_SPLITS,
-            description="MSR-VTT text-video retrieval; 1k-A: 1000 JSFusion test pairs; full: 2990 test videos "
-            "with all captions; t2v and v2t R@1/5/10, MdR, MnR",
-        )
-    )
-    register_fn(
-        TaskSpec(
-            name="msrvtt_captioning",
-            factory="vfeval_benchmarks.msrvtt:make_captioning",
-            config=msrvtt.MSRVTTCaptioningConfig,
-            version=msrvtt.MSRVTTCaptioningTask.version,
-            splits=msrvtt.CAPTIONING_SPLITS,
-            description="MSR-VTT video captioning on the 2990 test videos against all references; "
-            "BLEU-4, METEOR, ROUGE-L, CIDEr",
-        )
-    )
-    register_fn(
-        TaskSpec(
-            name="msrvtt_category",
-            factory="vfeval_benchmarks.msrvtt:make_category",
-            config=msrvtt.MSRVTTCategoryConfig,
-            version=msrvtt.MSRVTTCategoryTask.version,
-            splits=msrvtt.CATEGORY_SPLITS,
-            description="MSR-VTT 20-way category linear probe on frozen video embeddings; "
-            "full: train split -> test split; 1k-A: 9k list -> 1k-A videos",
-        )
-    )
-    register_fn(
-        TaskSpec(
-            name="youcook2_retrieval",
-            factory="vfeval_benchmarks.youcook2:make_retrieval",
-            config=youcook2.YouCook2RetrievalConfig,
-            version=youcook2.YouCook2RetrievalTask.version,
-            splits=youcook2.SPLITS,
-            description="YouCook2 clip-level text-to-video retrieval on validation (MIL-NCE's 3350 clips "
-            "by default); R@1/5/10, MdR, MnR",
-        )
-    )
-    register_fn(
-        TaskSpec(
-            name="youcook2_captioning",
-            factory="vfeval_benchmarks.youcook2:make_captioning",
-            config=youcook2.YouCook2CaptioningConfig,
-            version=youcook2.YouCook2CaptioningTask.version,
-            splits=youcook2.SPLITS,
-            description="YouCook2 clip captioning with ground-truth segments; BLEU-3/4, METEOR, ROUGE-L, "
-            "CIDEr, micro and per-video macro",
-        )
-    )
-    register_fn(
-        TaskSpec(
-            name="youcook2_summary",
-            factory="vfeval_benchmarks.youcook2:make_summary",
-            config=youcook2.YouCook2SummaryConfig,
-            version=youcook2.YouCook2SummaryTask.version,
-            splits=youcook2.SPLITS,
-            description="YouCook2 full-video summarisation (LongViViT): the step sentences in order as one "
-            "paragraph; ROUGE-L, CIDEr",
-        )
-    )
+    for row in TASKS:
+        register_fn(task_spec(*row))

@@ -161,9 +161,11 @@ def read_clip_csv(path: Path) -> list[dict[str, Any]]:
 
 
 class _YouCook2Task(Task):
+    splits: tuple[str, ...] = SPLITS
+
     def __init__(self, config: YouCook2Config) -> None:
         super().__init__(config)
-        _files.check_choice("split", config.split, SPLITS)
+        _files.check_choice("split", config.split, self.splits)
         _files.check_choice("video_layout", config.video_layout, LAYOUTS)
         self._paths: dict[str, Path] = {}
 
@@ -215,7 +217,11 @@ class _YouCook2Task(Task):
 
 
 class YouCook2RetrievalTask(_YouCook2Task):
-    """Samples are clips (group: their video); each asks for its clip's and its sentence's embedding."""
+    """YouCook2 clip-level text-to-video retrieval on validation (MIL-NCE's 3350 clips by default);
+    R@1/5/10, MdR, MnR
+
+    Samples are clips (group: their video); each asks for its clip's and its sentence's embedding.
+    """
 
     name = "youcook2_retrieval"
     version = "1"
@@ -249,7 +255,11 @@ class YouCook2RetrievalTask(_YouCook2Task):
 
 
 class YouCook2CaptioningTask(_YouCook2Task):
-    """Samples are the ground-truth segments; each asks for one ``generate(clip window, prompt)``."""
+    """YouCook2 clip captioning with ground-truth segments; BLEU-3/4, METEOR, ROUGE-L, CIDEr, micro and
+    per-video macro
+
+    Samples are the ground-truth segments; each asks for one ``generate(clip window, prompt)``.
+    """
 
     name = "youcook2_captioning"
     version = "1"
@@ -273,7 +283,11 @@ class YouCook2CaptioningTask(_YouCook2Task):
 
 
 class YouCook2SummaryTask(_YouCook2Task):
-    """Samples are whole videos; the target is one paragraph of the steps; one ``generate(video, prompt)``."""
+    """YouCook2 full-video summarisation (LongViViT): the step sentences in order as one paragraph;
+    ROUGE-L, CIDEr
+
+    Samples are whole videos; the target is one paragraph of the steps; one ``generate(video, prompt)``.
+    """
 
     name = "youcook2_summary"
     version = "1"

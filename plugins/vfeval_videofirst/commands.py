@@ -106,5 +106,7 @@ def add_profile_command(app: typer.Typer) -> None:
             )
         console.print(table)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        partial = out.with_name(out.name + ".partial")  # renamed once whole: a killed run leaves no torn report
+        partial.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        partial.replace(out)
         console.print(f"report: {out}", soft_wrap=True)

@@ -19,10 +19,11 @@ def register_encoders(register: Callable[[EncoderSpec], None]) -> None:
     register(
         EncoderSpec(
             name="videofirst",
-            factory="vfeval_videofirst.torch.encoder:make_encoder",
+            factory="vfeval_videofirst.factory:make_encoder",
             config=VideoFirstConfig,
-            backends=("torch",),
+            backends=("torch", "jax"),
             capabilities=("embed_video", "embed_text"),
+            family="video-first",
             description="Video-first dual encoder (LongViViT recipe): joint space-time attention over tubelets, "
             "masked input while training, inflated from CLIP",
         )

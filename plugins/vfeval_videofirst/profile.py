@@ -2,8 +2,12 @@
 
 Each configuration runs in a fresh process (``python -m vfeval_videofirst.profile --worker JSON``), so one
 configuration's high-water mark never hides the next one's. Peak memory is the growth over the moment
-before the measured work began: of the resident set (``ru_maxrss``) on CPU, where torch's allocations are
-invisible to tracemalloc, and of ``torch.cuda.max_memory_allocated`` on CUDA. Time is the median of the
+before the measured work began: of the resident set on CPU, where torch's allocations are invisible to
+tracemalloc, and of ``torch.cuda.max_memory_allocated`` on CUDA. On Linux the resident set's high-water mark
+(``VmHWM``) is reset just before the measured steps (``/proc/self/clear_refs``) and read after them, so
+nothing the process did before counts, not even its parent's peak: ``getrusage``'s ``ru_maxrss`` survives
+``fork`` and ``exec``, and a worker started from a 1.5 GiB parent would report 0 MiB. Elsewhere it falls back
+to ``ru_maxrss``, and the result says which one it used (``memory_source``). Time is the median of the
 timed steps after one untimed warm-up step.
 
 A training step is the videofirst video tower's forward pass over (masked) tokens, the contrastive loss
@@ -40,9 +44,47 @@ VIDEOFIRST_DEFAULTS: dict[str, Any] = {"init": "none", "text": "none"}
 TEXT_DIM_DEFAULT = 512
 
 
+_STATUS = "/proc/self/status"
+
+
+def _status_mib(key: str) -> float | None:
+    """A ``Vm*`` line of ``/proc/self/status`` in MiB, or None where there is no such file (not Linux)."""
+    try:
+        with open(_STATUS) as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        return None
+    return None
+
+
+def memory_source() -> str:
+    """How CPU peaks are measured here: ``VmHWM`` (reset before measuring) or ``ru_maxrss`` (never reset)."""
+    return "VmHWM" if _status_mib("VmHWM") is not None else "ru_maxrss"
+
+
+def reset_peak_rss() -> float:
+    """Start a CPU measurement: reset the high-water mark to the current resident set where Linux allows it,
+    and return the baseline (MiB) that ``peak_rss_mib() - baseline`` measures growth from."""
+    if memory_source() == "VmHWM":
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # 5: reset the peak resident set size (Linux 4.0+)
+        except OSError:
+            pass  # the peak is then the process's own since exec, still not the parent's
+        return _status_mib("VmRSS") or 0.0
+    return peak_rss_mib()
+
+
 def peak_rss_mib() -> float:
-    """This process's peak resident set so far, in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident set in MiB: ``VmHWM`` on Linux (since exec or the last
+    ``reset_peak_rss``), else ``ru_maxrss``, which on Linux would include a parent's peak."""
+    peak = _status_mib("VmHWM")
+    if peak is not None:
+        return peak
+    scale = 2**20 if sys.platform == "darwin" else 1024  # macOS reports bytes, Linux KiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
 
 
 def attention_flops(model: Any, seq_len: int, batch: int) -> int:
@@ -102,7 +144,7 @@ def _peak_start(device: Any) -> float:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         return torch.cuda.memory_allocated(device) / 2**20
-    return peak_rss_mib()
+    return reset_peak_rss()
 
 
 def _peak_end(device: Any, base: float) -> float:
@@ -124,13 +166,13 @@ def _videofirst(args: dict[str, Any]) -> dict[str, Any]:
     from torch.utils.flop_counter import FlopCounterMode
 
     from vfeval_videofirst.config import token_grid
-    from vfeval_videofirst.torch.encoder import _device, build_model
+    from vfeval_videofirst.torch.encoder import build_model, resolve_device
     from vfeval_videofirst.torch.model import contrastive_loss
     from vfeval_videofirst.torch.train import set_trainable
 
     kind, batch, frames = args["kind"], args["batch"], args["frames"]
     cfg = videofirst_config(args.get("options", {}), kind, args.get("mask_ratio", 0.0))
-    device = _device(args.get("device", "cpu"))
+    device = resolve_device(args.get("device", "cpu"))
     torch.manual_seed(0)
     dual = build_model(cfg)[0]
     model = dual.video.to(device)
@@ -169,7 +211,8 @@ def _videofirst(args: dict[str, Any]) -> dict[str, Any]:
             x = model.tokens(video, keep=keep)[0]
     tokens = x.shape[1] if x.dim() == 3 else x.shape[1] * x.shape[2]
     step_s = statistics.median(times[1:])
-    result = {"peak_mib": _peak_end(device, base), "step_s": step_s, "tokens": int(tokens), "device": _name(device)}
+    result = {"peak_mib": _peak_end(device, base), "step_s": step_s, "tokens": int(tokens), "device": _name(device),
+              "memory_source": "cuda" if device.type == "cuda" else memory_source()}
     if args.get("flops"):
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model.eval()(video)
@@ -193,13 +236,14 @@ def _any_encoder(args: dict[str, Any]) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     size = args.get("size") or 224
     clips = [rng.integers(0, 256, (args["frames"], size, size, 3), dtype=np.uint8) for _ in range(args["batch"])]
-    base = peak_rss_mib()
+    base = reset_peak_rss()
     times = []
     for _ in range(args["steps"] + 1):
         start = time.perf_counter()
         encoder.embed_video(clips)
         times.append(time.perf_counter() - start)
-    return {"peak_mib": peak_rss_mib() - base, "step_s": statistics.median(times[1:]), "tokens": None, "device": "cpu"}
+    return {"peak_mib": peak_rss_mib() - base, "step_s": statistics.median(times[1:]), "tokens": None, "device": "cpu",
+            "memory_source": memory_source()}
 
 
 def worker(args: dict[str, Any]) -> dict[str, Any]:
@@ -293,7 +337,7 @@ def profile(
 ) -> dict[str, Any]:
     """Measure every configuration of ``rows`` in its own process; returns the report (``SCHEMA``)."""
     check(encoder, options, rows)
-    measured, devices = [], set()
+    measured, devices, sources = [], set(), set()
     for row in rows:
         b = batch if row["kind"] == "train" else infer_batch
         args = {
@@ -310,6 +354,7 @@ def profile(
             args.pop("trainable_layers")
         result = {**row, "batch": b, **measure(args)}
         devices.add(result.pop("device"))
+        sources.add(result.pop("memory_source"))
         measured.append(result)
         if on_row is not None:
             on_row(result)
@@ -319,8 +364,9 @@ def profile(
         "device": ", ".join(sorted(devices)) or device,
         "steps": steps,
         "optimizer": optimizer,
+        "memory_source": ", ".join(sorted(sources)),
         "measures": {
-            "peak_mib": "growth of peak memory over the moment before the measured steps (CPU: ru_maxrss; CUDA: "
+            "peak_mib": "growth of peak memory over the moment before the measured steps (CPU: VmHWM, reset first; CUDA: "
             "max_memory_allocated), MiB",
             "step_s": "median seconds of the timed steps after one warm-up step",
             "clips_per_s": "batch / step_s",

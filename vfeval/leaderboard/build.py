@@ -21,7 +21,16 @@ from typing import Any
 from vfeval import __version__
 from vfeval.errors import UsageError
 from vfeval.leaderboard import plots
-from vfeval.leaderboard.records import FAMILIES, Protocol, Record, load_records, rank, safe_name, samples_of
+from vfeval.leaderboard.records import (
+    FAMILIES,
+    Protocol,
+    Record,
+    family_label,
+    load_records,
+    rank,
+    safe_name,
+    samples_of,
+)
 
 MARKER = ".vfeval-site"
 """Written into every built site, so that a rebuild may replace it and no other folder is ever emptied."""
@@ -68,23 +77,15 @@ def _prepare(out: Path, results_dir: Path) -> None:
     (out / MARKER).write_text("built by vfeval leaderboard build; rebuilt in place\n", encoding="utf-8")
 
 
-def registry_backends(host: Any) -> dict[str, str]:
-    """Encoder name → the backends its plugin declares (shown for records that do not name their own)."""
-    try:
-        return {name: "/".join(spec.backends) for name, spec in host.registry.table("encoders").items()}
-    except UsageError:
-        return {}
-
-
 def _finite(v: Any) -> Any:
     return v if isinstance(v, (int, float)) and v == v and abs(v) != float("inf") else None
 
 
-def _row(rec: Record, backend: str) -> dict[str, Any]:
+def _row(rec: Record) -> dict[str, Any]:
     """The sort keys of one table row (what the script compares)."""
     return {
-        "rank": rec.rank, "run": rec.run, "family": FAMILIES[rec.family], "encoder": rec.encoder,
-        "aggregator": rec.aggregator, "backend": backend, "frames": rec.frames if rec.frames is not None else
+        "rank": rec.rank, "run": rec.run, "family": rec.family_label, "encoder": rec.encoder,
+        "aggregator": rec.aggregator, "backend": rec.backend, "frames": rec.frames if rec.frames is not None else
         rec.frames_label, "sampling": rec.sampling_label, "masking": rec.masking, "parameters": rec.parameters,
         "value": _finite(rec.value), "n": rec.n, "failed": rec.n_failed, "wall_s": _finite(rec.cost("wall_s")),
     }
@@ -123,22 +124,21 @@ def _extras(results_dir: Path) -> tuple[list[tuple[str, str]], str | None, list[
     return memory, plots.loss_curves(curves), sorted(name for name, pts in curves.items() if pts)
 
 
-def build_site(results_dir: str | Path, out: str | Path, backends: dict[str, str] | None = None) -> Path:
+def build_site(results_dir: str | Path, out: str | Path) -> Path:
     """Build the site into ``out`` (replacing a site built there before); returns the path of index.html.
 
-    ``backends`` maps encoder names to a backend label, for records that do not name their own backend.
+    The site is a function of ``results_dir`` alone: the same folder gives the same bytes, whatever plugins
+    are installed (every value shown is read from the records).
     """
     results_dir, out = Path(results_dir), Path(out)
     records = load_records(results_dir)  # every record is validated before anything is written
     protocols = rank(records)
     memory_plots, loss_plot, curve_names = _extras(results_dir)
     _prepare(out, results_dir)
-    backends = backends or {}
     env = _environment()
     pages = _page_names(records)
-    backend_of = {r.stem: r.backend or backends.get(r.encoder, "") for r in records}
     common = {"protocols": protocols, "n_records": len(records), "version": __version__, "pages": pages,
-              "families": FAMILIES, "backends": backend_of}
+              "families": FAMILIES}
 
     best: dict[str, dict[str, Record]] = {}
     frame_plots: list[tuple[Protocol, str]] = []
@@ -149,7 +149,7 @@ def build_site(results_dir: str | Path, out: str | Path, backends: dict[str, str
         svg = plots.metric_vs_frames(g)
         if svg:
             frame_plots.append((g, svg))
-        rows = [_row(r, backend_of[r.stem]) for r in g.records]
+        rows = [_row(r) for r in g.records]
         html = env.get_template("protocol.html").render(
             **common, root="../", g=g, columns=COLUMNS, rows_json=_markup(script_json(rows)),
             frame_plot=_markup(svg) if svg else None,
@@ -159,6 +159,8 @@ def build_site(results_dir: str | Path, out: str | Path, backends: dict[str, str
             _result_page(env, common, out, g, rec, pages[rec.stem])
 
     family_columns = [(f, FAMILIES[f]) for f in MAIN_FAMILIES]
+    extra = sorted({r.family for r in records} - set(MAIN_FAMILIES) - {"other"})  # a plugin's own families
+    family_columns += [(f, family_label(f)) for f in extra]
     if any(r.family == "other" for r in records):
         family_columns.append(("other", FAMILIES["other"]))
     index = env.get_template("index.html").render(
@@ -187,7 +189,7 @@ def _result_page(env: Any, common: dict[str, Any], out: Path, g: Protocol, rec: 
         shutil.copyfile(samples, out / "results" / link)
     enc = rec.data["pipeline"]["encoder"]
     html = env.get_template("result.html").render(
-        **common, root="../", g=g, rec=rec, family=FAMILIES[rec.family], samples=link,
+        **common, root="../", g=g, rec=rec, family=rec.family_label, samples=link,
         weights=enc.get("weights") if isinstance(enc.get("weights"), str) else "",
         failures=rec.data["failures"],
         record_json=json.dumps(rec.data, indent=2, ensure_ascii=False, sort_keys=False),

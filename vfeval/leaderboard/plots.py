@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from vfeval.errors import UsageError
-from vfeval.leaderboard.records import FAMILIES, Protocol
+from vfeval.leaderboard.records import FAMILIES, Protocol, family_label
 
 PROFILE_SCHEMA = "vfeval.profile/1"
 FAMILY_STYLE = {
@@ -107,11 +107,11 @@ def metric_vs_frames(group: Protocol) -> str | None:
         fig = _figure(f"frames-{group.slug}")
         ax = fig.add_subplot()
         higher = group.ranked[0].higher_is_better
-        for fam in FAMILIES:
+        for fam in [*FAMILIES, *sorted(set(points) - set(FAMILIES))]:  # a plugin's own families last
             pts = points.get(fam)
             if not pts:
                 continue
-            color, marker = FAMILY_STYLE[fam]
+            color, marker = FAMILY_STYLE.get(fam, FAMILY_STYLE["other"])
             xs = [p[0] for p in pts]
             ys = [p[1] for p in pts]
             err = [[max(0.0, y - c[0]) if c else 0.0 for (_, y, c) in pts],
@@ -121,7 +121,7 @@ def metric_vs_frames(group: Protocol) -> str | None:
             for x, y, _ in pts:
                 best[x] = y if x not in best else (max if higher else min)(best[x], y)
             bx = sorted(best)
-            ax.plot(bx, [best[x] for x in bx], marker=marker, color=color, label=text(FAMILIES[fam]))
+            ax.plot(bx, [best[x] for x in bx], marker=marker, color=color, label=text(family_label(fam)))
         frames = sorted({x for pts in points.values() for x, _, _ in pts})
         ax.set_xscale("log", base=2)
         ax.set_xticks(frames, [str(f) for f in frames])

@@ -1,37 +1,30 @@
-"""Leaderboard records: validation of ``vfeval.result/1``, pipeline families, and what ranks together.
+"""Leaderboard records: what ranks together, and the values each record shows.
 
-A record is a run's ``results.json`` copied into ``leaderboard/results/``. Records are grouped by their
+A record is a run's ``results.json`` copied into ``leaderboard/results/``; it is read and validated by
+``vfeval.results.load_result``, the owner of the ``vfeval.result/1`` schema. Records are grouped by their
 protocol fingerprint (task, version, split, metric versions and options, e.g. ``data: synthetic``): only
 records of one fingerprint share a ranking. A record is ranked when it is complete (no failed samples and
 no ``limit``), scored, and has the protocol's headline metric; every other record is shown, with the reason
 it is not ranked.
 
-Pipeline families (the landing page's columns) are derived from the record by this rule, first match wins:
-
-1. aggregator ``random``, ``blind`` or ``constant`` → non-learned baselines (they never use what a learned
-   encoder saw in the video);
-2. aggregator ``llm`` (or a name starting ``llm-``) → LLM over segments;
-3. encoder ``videofirst`` → video-first;
-4. encoder ``hf-clip`` → image-first;
-5. encoder ``pixel`` or ``hashed-text`` → non-learned baselines;
-6. anything else → other.
+Everything shown comes from the record itself, so the site is a function of the results folder alone (no
+plugin needs to be installed to build it): the pipeline family is the record's ``pipeline.family`` (written
+by the runner from the plugins' specs; a record without one is shown under "other", whatever its plugin
+names), and the backend is ``pipeline.encoder.backend``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import shutil
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vfeval.errors import UsageError
-from vfeval.results import RESULTS_FILE, SAMPLES_FILE, SCHEMA
-from vfeval.task import fingerprint
+from vfeval.results import RESULTS_FILE, SAMPLES_FILE, load_result
 
 SAMPLES_SUFFIX = ".samples.jsonl"
 MAX_SAMPLES_BYTES = 1_000_000
@@ -44,25 +37,12 @@ FAMILIES = {
     "baseline": "non-learned baselines",
     "other": "other",
 }
-"""Family id → label, in the order the landing page shows them."""
-BASELINE_AGGREGATORS = frozenset({"random", "blind", "constant"})
-BASELINE_ENCODERS = frozenset({"pixel", "hashed-text"})
-VIDEO_FIRST_ENCODERS = frozenset({"videofirst"})
-IMAGE_FIRST_ENCODERS = frozenset({"hf-clip"})
+"""Family id → label of the families the landing page knows, in the order it shows them; a record may name
+another family (a plugin's own), shown with its id as the label."""
 
 
-class RecordError(UsageError):
-    """A record that does not follow ``vfeval.result/1``; the message names the field."""
-
-
-# ---------------------------------------------------------------------------------------------------
-# The validator: required fields and their types
-
-
-@dataclass(frozen=True)
-class Kind:
-    what: str
-    test: Callable[[Any], bool]
+def family_label(family: str) -> str:
+    return FAMILIES.get(family, family)
 
 
 def _is_int(v: Any) -> bool:
@@ -71,107 +51,6 @@ def _is_int(v: Any) -> bool:
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-TEXT = Kind("a string", lambda v: isinstance(v, str))
-NAME = Kind("a non-empty string", lambda v: isinstance(v, str) and bool(v.strip()))
-COUNT = Kind("a non-negative integer", lambda v: _is_int(v) and v >= 0)
-BOOL = Kind("true or false", lambda v: isinstance(v, bool))
-NUMBER = Kind("a number", _is_number)
-MAPPING = Kind("an object", lambda v: isinstance(v, dict))
-LIST = Kind("a list", lambda v: isinstance(v, list))
-LIMIT = Kind("null or a positive integer", lambda v: v is None or (_is_int(v) and v > 0))
-CI = Kind("null or a list of two numbers", lambda v: v is None or (
-    isinstance(v, list) and len(v) == 2 and all(x is None or _is_number(x) for x in v)))
-MAYBE_COUNT = Kind("null or a non-negative integer", lambda v: v is None or (_is_int(v) and v >= 0))
-
-# Keys ending in "?" are optional. A nested dict is an object with those fields.
-RESULT_FIELDS: dict[str, Any] = {
-    "schema": TEXT,
-    "run": {"name": NAME, "config": MAPPING},
-    "task": {"name": NAME, "version": TEXT, "split": TEXT, "n": COUNT, "n_failed": COUNT, "limit": LIMIT},
-    "protocol": {"task": NAME, "version": TEXT, "split": TEXT, "metric_versions": MAPPING, "options": MAPPING,
-                 "fingerprint": NAME},
-    "pipeline": {"encoder": {"name": NAME}, "aggregator": {"name": NAME}, "sampling": MAPPING,
-                 "fingerprint": NAME},
-    "scored": BOOL,
-    "headline": TEXT,
-    "metrics": MAPPING,
-    "breakdowns?": MAPPING,
-    "notes?": LIST,
-    "complete": BOOL,
-    "failures": MAPPING,
-    "cost": MAPPING,
-    "provenance": MAPPING,
-    "samples?": TEXT,
-    "outputs?": MAPPING,
-}
-METRIC_FIELDS: dict[str, Any] = {"value": NUMBER, "ci95?": CI, "n?": MAYBE_COUNT, "higher_is_better?": BOOL}
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _check(value: Any, spec: Any, path: str) -> None:
-    if isinstance(spec, Kind):
-        if not spec.test(value):
-            raise RecordError(f"field {path!r} must be {spec.what}, got {_short(value)}")
-        return
-    if not isinstance(value, dict):
-        raise RecordError(f"field {path!r} must be an object, got {_short(value)}")
-    for key, sub in spec.items():
-        optional = key.endswith("?")
-        key = key.rstrip("?")
-        where = f"{path}.{key}" if path else key
-        if key not in value:
-            if optional:
-                continue
-            raise RecordError(f"field {where!r} is missing")
-        _check(value[key], sub, where)
-
-
-def validate(data: Any) -> None:
-    """Raise ``RecordError`` (one line naming the field) unless ``data`` is a valid ``vfeval.result/1``."""
-    if not isinstance(data, dict):
-        raise RecordError(f"a record must be a JSON object, got {_short(data)}")
-    if "schema" in data and data["schema"] != SCHEMA:
-        raise RecordError(f"field 'schema' is {_short(data['schema'])}, not {SCHEMA!r}")
-    _check(data, RESULT_FIELDS, "")
-    for name, metric in data["metrics"].items():
-        _check(metric, METRIC_FIELDS, f"metrics.{name}")
-    task, protocol = data["task"], data["protocol"]
-    for key, task_key in (("task", "name"), ("version", "version"), ("split", "split")):
-        if protocol[key] != task[task_key]:
-            raise RecordError(
-                f"field 'protocol.{key}' ({_short(protocol[key])}) disagrees with 'task.{task_key}' "
-                f"({_short(task[task_key])})"
-            )
-    expected = fingerprint({k: v for k, v in protocol.items() if k != "fingerprint"})
-    if protocol["fingerprint"] != expected:
-        raise RecordError(f"field 'protocol.fingerprint' does not match the protocol's fields (they hash to {expected})")
-    if task["n_failed"] > task["n"]:
-        raise RecordError("field 'task.n_failed' is larger than 'task.n'")
-    if data["complete"] and (task["n_failed"] or task["limit"] is not None):
-        raise RecordError("field 'complete' is true, but the run has failed samples or a limit")
-    if data["scored"] and data["metrics"] and data["headline"] not in data["metrics"]:
-        raise RecordError(f"field 'headline' names {_short(data['headline'])}, which is not in 'metrics'")
-
-
-def read_record(path: Path) -> dict[str, Any]:
-    """A validated record from a JSON file; errors name the file and the field."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RecordError(f"{path}: cannot read it ({exc})") from exc
-    except json.JSONDecodeError as exc:
-        raise RecordError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from exc
-    try:
-        validate(data)
-    except RecordError as exc:
-        raise RecordError(f"{path}: {exc}") from exc
-    return data
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -191,21 +70,6 @@ def record_stem(data: dict[str, Any]) -> str:
     prefix = f"{task}-{split}-"
     name = run if run.startswith(prefix) else prefix + run
     return safe_name(f"{name}-{data['pipeline']['fingerprint']}", 160)
-
-
-def family_of(encoder: str, aggregator: str) -> str:
-    """The pipeline family id (see the module docstring for the rule)."""
-    if aggregator in BASELINE_AGGREGATORS:
-        return "baseline"
-    if aggregator == "llm" or aggregator.startswith("llm-"):
-        return "llm-over-segments"
-    if encoder in VIDEO_FIRST_ENCODERS:
-        return "video-first"
-    if encoder in IMAGE_FIRST_ENCODERS:
-        return "image-first"
-    if encoder in BASELINE_ENCODERS:
-        return "baseline"
-    return "other"
 
 
 def _finite(v: Any) -> bool:
@@ -254,7 +118,12 @@ class Record:
 
     @property
     def family(self) -> str:
-        return family_of(self.encoder, self.aggregator)
+        """The record's ``pipeline.family``; "other" for records written before families were recorded."""
+        return self.data["pipeline"].get("family") or "other"
+
+    @property
+    def family_label(self) -> str:
+        return family_label(self.family)
 
     @property
     def synthetic(self) -> bool:
@@ -311,11 +180,8 @@ class Record:
 
     @property
     def backend(self) -> str:
-        enc = self.data["pipeline"]["encoder"]
-        for value in (enc.get("backend"), self.encoder_config.get("backend")):
-            if isinstance(value, str) and value:
-                return value
-        return ""
+        """``pipeline.encoder.backend`` ("" for records written before the backend was recorded)."""
+        return self.data["pipeline"]["encoder"].get("backend") or ""
 
     @property
     def headline(self) -> str:
@@ -433,7 +299,7 @@ def load_records(results_dir: str | Path) -> list[Record]:
     folder = Path(results_dir)
     if not folder.is_dir():
         raise UsageError(f"results folder not found: {folder} (add runs with `vfeval leaderboard add runs/NAME`)")
-    return [Record(read_record(p), p) for p in sorted(folder.glob("*.json"))]
+    return [Record(load_result(p), p) for p in sorted(folder.glob("*.json"))]
 
 
 @dataclass
@@ -455,7 +321,7 @@ def add_run(
     src = run / RESULTS_FILE if run.is_dir() else run
     if not src.is_file():
         raise UsageError(f"no {RESULTS_FILE} in {run}; pass a run folder written by `vfeval run`")
-    data = read_record(src)
+    data = load_result(src)
     out = Path(results_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = record_stem(data)
@@ -500,7 +366,7 @@ def table(records: list[Record]) -> Any:
             rows.append({
                 "task": r.task, "split": r.split, "protocol": r.protocol,
                 "data": "synthetic" if r.synthetic else "real",
-                "rank": r.rank, "run": r.run, "family": FAMILIES[r.family], "encoder": r.encoder,
+                "rank": r.rank, "run": r.run, "family": r.family_label, "encoder": r.encoder,
                 "aggregator": r.aggregator, "frames": r.frames_label, "masking": r.masking,
                 "metric": r.headline, "value": r.value,
                 "ci_low": r.ci[0] if r.ci else None, "ci_high": r.ci[1] if r.ci else None,

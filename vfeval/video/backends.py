@@ -1,31 +1,34 @@
-"""Decoder backends behind one small interface, and the registry that names them.
+"""Decoder backends behind one small interface.
 
 A backend reads the frames that a ``SamplingConfig`` chooses from a ``VideoWindow``; the pipeline's
-``sampling.decoder`` names the one to use. Because the decoder decides the pixels the encoder sees, its name
-and version are part of the pipeline fingerprint (``decoder_identity``).
+``sampling.decoder`` names the one to use. Decoders are plugins: each is a ``DecoderSpec`` registered
+through the ``register_decoders`` hook, and the core registers its own (``vfeval/builtin.py``) exactly as a
+third-party plugin does. Because the decoder decides the pixels the encoder sees, its name and version are
+part of the pipeline fingerprint (``decoder_identity``).
 
-Built in:
+Registered by the core:
 
 - ``pyav``: seeks to the keyframe before each wanted time and decodes forward from there (the default);
-- ``pyav-decode-all``: decodes every frame and keeps the wanted ones; the slow reference for tests.
+- ``pyav-decode-all``: decodes every frame and keeps the wanted ones; the slow reference for tests;
+- ``torchcodec`` (where TorchCodec is installed): ``vfeval.video.torchcodec``.
 
-A plugin adds a backend by calling ``register_decoder("name", "package.module:Factory")`` when its module is
-imported (the plugin host imports it at start-up). The plugin contract in ``hookspecs.py`` has no hook for
-decoders yet, so this module-level registry is the way in; callers name backends only through the config.
-A factory is named by a ``"module:callable"`` string, so that worker processes can build it themselves; it is
-called with one keyword, ``threads`` (how many threads it may decode with; 0 for its own choice).
+A spec's factory is a ``"module:callable"`` string, so that worker processes can build the decoder
+themselves without the plugin host; it is called with one keyword, ``threads`` (how many threads it may
+decode with; 0 for its own choice).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from vfeval.config import SamplingConfig
 from vfeval.errors import UsageError, suggest
 from vfeval.requests import VideoWindow
+from vfeval.specs import DecoderSpec, Registry, resolve
 from vfeval.video.types import Clip, VideoInfo
+
+if TYPE_CHECKING:
+    from vfeval.video.sampling import SamplingConfig
 
 DEFAULT = "pyav"
 
@@ -86,50 +89,31 @@ class PyAVDecodeAllBackend(PyAVBackend):
         return read_all_frames_then_pick(window, sampling, threads=self.threads)
 
 
-_FACTORIES: dict[str, str] = {
-    "pyav": f"{__name__}:PyAVBackend",
-    "pyav-decode-all": f"{__name__}:PyAVDecodeAllBackend",
-}
-
-
-def register_decoder(name: str, factory: str) -> None:
-    """Make ``factory`` (``"module:callable"``, returning a ``VideoBackend``) available as ``name``.
-
-    Registering the same factory again is harmless; another factory under a taken name is a ``UsageError``."""
-    module, _, attr = factory.partition(":")
-    if not module or not attr:
-        raise UsageError(f"decoder {name!r}: factory {factory!r} must look like 'package.module:callable'")
-    if _FACTORIES.get(name, factory) != factory:
-        raise UsageError(f"decoder {name!r} is registered twice: by {_FACTORIES[name]} and by {factory}")
-    _FACTORIES[name] = factory
-
-
-def decoder_names() -> list[str]:
-    return sorted(_FACTORIES)
-
-
-def decoder_factory(name: str) -> str:
-    """The ``"module:callable"`` registered as ``name``; a ``UsageError`` naming the config key if none is."""
-    if name not in _FACTORIES:
+def decoder_spec(name: str, registry: Registry) -> DecoderSpec:
+    """The decoder registered as ``name``; a ``UsageError`` naming the config key if none is."""
+    if name not in registry.decoders:
         raise UsageError(
             f"config: bad value for 'pipeline.sampling.decoder': {name!r} is not a registered decoder"
-            f"{suggest(name, _FACTORIES)}"
+            f"{suggest(name, registry.decoders)}; `vfeval ls decoders` lists them"
         )
-    return _FACTORIES[name]
+    return registry.decoders[name]
 
 
 def build_decoder(factory: str, threads: int = 0) -> VideoBackend:
-    """Import and call a ``"module:callable"`` factory."""
-    module, _, attr = factory.partition(":")
-    backend: Any = getattr(importlib.import_module(module), attr)(threads=threads)
+    """Import and call a ``"module:callable"`` factory (what crosses to a worker process)."""
+    backend: Any = resolve(factory)(threads=threads)
     return backend
 
 
-def get_decoder(name: str = DEFAULT, threads: int = 0) -> VideoBackend:
-    """The backend registered as ``name``."""
-    return build_decoder(decoder_factory(name), threads)
+def get_decoder(name: str = DEFAULT, threads: int = 0, registry: Registry | None = None) -> VideoBackend:
+    """The backend registered as ``name`` in ``registry`` (by default, that of the installed plugins)."""
+    if registry is None:
+        from vfeval.plugins import get_plugin_manager
+
+        registry = get_plugin_manager().registry
+    return build_decoder(decoder_spec(name, registry).factory, threads)  # type: ignore[arg-type]
 
 
-def decoder_identity(name: str) -> dict[str, Any]:
+def decoder_identity(spec: DecoderSpec) -> dict[str, Any]:
     """``{"name": ..., **versions}``: what a result records about the decoder, and what its fingerprint hashes."""
-    return {"name": name, **get_decoder(name).version()}
+    return {"name": spec.name, **build_decoder(spec.factory).version()}  # type: ignore[arg-type]

@@ -1,6 +1,6 @@
 """Decoding ahead of the encoder: a pool of worker processes or threads, or one video after another inline.
 
-    with open_pool("process", workers=0, timeout=120.0, decoder="pyav", windows=1000) as pool:
+    with open_pool("process", workers=0, timeout=120.0, decoder=pipeline.decoder, windows=1000) as pool:
         job = pool.submit(window, sampling)
         clips = job.result()  # list[Clip]; or raises DataError("timeout: ...") and the like
 
@@ -37,7 +37,8 @@ from typing import Any, Protocol
 from vfeval.config import SamplingConfig
 from vfeval.errors import DataError
 from vfeval.requests import VideoWindow
-from vfeval.video.backends import VideoBackend, build_decoder, decoder_factory
+from vfeval.specs import DecoderSpec
+from vfeval.video.backends import VideoBackend, build_decoder
 from vfeval.video.types import Clip
 
 MODES = ("auto", "process", "thread", "inline")
@@ -367,10 +368,10 @@ Pool = InlinePool | WorkerPool
 
 
 @contextmanager
-def open_pool(mode: str, workers: int, timeout: float, decoder: str, windows: int) -> Iterator[Pool]:
+def open_pool(mode: str, workers: int, timeout: float, decoder: DecoderSpec, windows: int) -> Iterator[Pool]:
     """A decoding pool for ``windows`` windows (see ``plan``), closed on exit: its workers stop, queued windows
-    are dropped."""
-    factory = decoder_factory(decoder)
+    are dropped. Workers build ``decoder`` from its factory string, so a plugin's decoder works in them too."""
+    factory = str(decoder.factory)
     chosen = plan(mode, workers, windows)
     pool: Any
     if chosen.mode == "inline":

@@ -45,7 +45,7 @@ longer) before the stream is considered cut short: a file whose header promises 
 SKIP_MARGIN = 0.25
 """Seconds (or three frame intervals if longer) before a wanted time from which every frame is decoded; frames
 further back that no other frame refers to (most B-frames) are skipped by the decoder."""
-_TIME_SLACK = 1e-6  # a frame at t + 1 µs still counts as shown at t: float rounding of t is not a choice
+TIME_SLACK = 1e-6  # a frame at t + 1 µs still counts as shown at t: float rounding of t is not a choice
 
 _TIMELESS = (
     "no-timestamps: no frame timestamps (a raw stream? remux it into a container: ffmpeg -i IN -c copy OUT.mp4)"
@@ -205,7 +205,7 @@ class _Cursor:
             self._seek(t)
         self._show(t)
         shown = -math.inf if self.shown is None else _seconds(self.shown, self.stream)
-        if self.dropped_to > shown + _TIME_SLACK:  # the frame shown at t may have been dropped: read it whole
+        if self.dropped_to > shown + TIME_SLACK:  # the frame shown at t may have been dropped: read it whole
             self.dropping = False
             self._seek(t)
             self._show(t)
@@ -215,7 +215,7 @@ class _Cursor:
         return frame
 
     def _show(self, t: float) -> None:
-        while self.ahead is not None and _seconds(self.ahead, self.stream) <= t + _TIME_SLACK:
+        while self.ahead is not None and _seconds(self.ahead, self.stream) <= t + TIME_SLACK:
             self.shown = self.ahead
             self._advance()
 
@@ -264,7 +264,7 @@ class _Cursor:
             self.frames, self.shown, self.key_time = self._decode(), None, None
             self.dropped_to = -math.inf
             self._advance()
-            if when < 0 or (self.ahead is not None and _seconds(self.ahead, self.stream) <= t + _TIME_SLACK):
+            if when < 0 or (self.ahead is not None and _seconds(self.ahead, self.stream) <= t + TIME_SLACK):
                 break
             back = max(2 * back, 1.0)
         self.back = back
@@ -292,7 +292,7 @@ def _pick_decoding_all(
     previous, i = None, 0
     for frame in container.decode(stream):
         now = _seconds(frame, stream)
-        while i < len(times) and times[i] + _TIME_SLACK < now:  # times before this frame show the previous
+        while i < len(times) and times[i] + TIME_SLACK < now:  # times before this frame show the previous
             shown = frame if previous is None else previous
             picked.append((_seconds(shown, stream), convert(shown)))
             i += 1
@@ -303,7 +303,7 @@ def _pick_decoding_all(
     return picked + [last] * (len(times) - i), last[0]
 
 
-def _span(window: VideoWindow, duration: float) -> tuple[float, float]:
+def window_span(window: VideoWindow, duration: float) -> tuple[float, float]:
     """``[start, end)`` of the window in seconds, its end clamped to the end of the video."""
     start = 0.0 if window.start is None else float(window.start)
     end = duration if window.end is None else min(float(window.end), duration)
@@ -322,10 +322,10 @@ def _read(
     threads: int = 0,
 ) -> list[Clip]:
     """``pick(container, stream, sorted_times, convert)`` chooses the frames and says when the stream ended."""
-    validate(sampling, decoder=False)
+    validate(sampling)
     with _opened(window.path, threads) as (container, stream):
         duration = _duration(container, stream, window.path)
-        bounds = segment_bounds(*_span(window, duration), sampling.segments)
+        bounds = segment_bounds(*window_span(window, duration), sampling.segments)
         wanted = [frame_times(s, e, sampling) for s, e in bounds]
         times = np.concatenate(wanted)
         order = np.argsort(times, kind="stable")

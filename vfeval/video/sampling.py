@@ -6,6 +6,9 @@ Times are seconds from the start of the video stream (its first presentation tim
 ``<= t``. If ``t`` precedes the first frame, it is the first frame; if ``t`` is past the last frame, it is
 the last frame (the end-of-stream rule: the last frame stays on screen until the video ends). The reader
 allows a microsecond of slack in ``<=`` so that float rounding of ``t`` never picks the previous frame.
+
+The sampling config and its validation live together in ``vfeval.config`` (``SamplingConfig``,
+``validate_sampling``); this module only computes times from a config it is given.
 """
 
 from __future__ import annotations
@@ -15,37 +18,12 @@ import math
 import numpy as np
 
 from vfeval.config import SamplingConfig
+from vfeval.config import validate_sampling as validate  # noqa: F401  (the reader's entry point)
 from vfeval.errors import UsageError
 
 SLIVER = 0.25
 """A final segment shorter than this fraction of the segment length is dropped (when there are others)."""
 _EPS = 1e-9  # absorbs float error in divisions such as 0.3 * 10 = 3.0000000000000004
-
-
-def validate(sampling: SamplingConfig, decoder: bool = True) -> None:
-    """Raise ``UsageError`` naming the ``pipeline.sampling`` key whose value cannot work.
-
-    ``decoder=False`` skips the check that the decoder is registered (a worker process builds its decoder
-    from the factory it was given and may not have the registry of the process that started it)."""
-    key = "config: bad value for 'pipeline.sampling."
-    if decoder:
-        from vfeval.video.backends import decoder_factory
-
-        decoder_factory(sampling.decoder)
-    if sampling.mode not in ("uniform", "fps"):
-        raise UsageError(f"{key}mode': {sampling.mode!r}; use uniform or fps")
-    if sampling.mode == "uniform" and sampling.num_frames < 1:
-        raise UsageError(f"{key}num_frames': {sampling.num_frames}; it must be at least 1")
-    if sampling.mode == "fps" and not sampling.fps > 0:
-        raise UsageError(f"{key}fps': {sampling.fps}; it must be positive")
-    if sampling.mode == "fps" and sampling.max_frames < 1:
-        raise UsageError(f"{key}max_frames': {sampling.max_frames}; it must be at least 1")
-    if sampling.size < 0 or sampling.crop < 0:
-        raise UsageError(f"{key}size' / 'crop': {sampling.size} / {sampling.crop}; use 0 (off) or a size")
-    if sampling.size and sampling.crop > sampling.size:
-        raise UsageError(f"{key}crop': {sampling.crop} is larger than size {sampling.size}")
-    if sampling.segments is not None and not sampling.segments > 0:
-        raise UsageError(f"{key}segments': {sampling.segments}; use a positive length in seconds or null")
 
 
 def segment_bounds(start: float, end: float, segments: float | None) -> list[tuple[float, float]]:

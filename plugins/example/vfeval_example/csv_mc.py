@@ -11,11 +11,13 @@ Data layout under ``task.root``::
   and logged, but not scored).
 - ``id`` (optional): a unique id per row; the row number otherwise.
 
-One ``choice_scores`` request per row; accuracy in percent with a 95% bootstrap interval that resamples
-videos, so several questions about one video count as one draw. The file's SHA-256 is part of the
-protocol: results on different question files are never ranked together.
+Built on ``vfeval.multiple_choice.MultipleChoiceTask``: one ``choice_scores`` request per row; accuracy in
+percent with a 95% bootstrap interval that resamples videos, so several questions about one video count as
+one draw, and the accuracy of a uniform guess as ``chance``. The file's SHA-256 is part of the protocol:
+results on different question files are never ranked together.
 
-This module is imported when the task is registered: numpy at most, nothing that decodes video.
+This module is imported when the task is registered: the standard library and vfeval's light modules,
+nothing that decodes video.
 """
 
 from __future__ import annotations
@@ -27,13 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from vfeval.config import TaskConfig
 from vfeval.errors import UsageError
-from vfeval.metrics import bootstrap
-from vfeval.requests import Request, VideoWindow, choice_scores
-from vfeval.task import Metric, Sample, SampleResult, Scores, Task
+from vfeval.multiple_choice import MultipleChoiceConfig, MultipleChoiceTask, mc_sample
+from vfeval.requests import VideoWindow
+from vfeval.task import Sample
 
 SPLITS = ("test",)
 REQUIRED = ("video", "question", "option_0", "option_1", "answer")
@@ -42,31 +41,25 @@ _OPTION = re.compile(r"option_(\d+)$")
 
 
 @dataclass
-class CsvMcConfig(TaskConfig):
+class CsvMcConfig(MultipleChoiceConfig):
     name: str = "csv-mc"
     root: str = "data/csv-mc"
-    split: str = "test"
+    split: str = SPLITS[0]
     questions: str = "questions.csv"
     """The question file, relative to ``root`` unless absolute."""
 
 
-class CsvMcTask(Task):
+class CsvMcTask(MultipleChoiceTask):
+    """Requests, predictions, accuracy and its interval come from ``MultipleChoiceTask``; this class reads
+    the CSV and puts its hash in the protocol."""
+
     name = "csv-mc"
     version = "1"
-    metric_versions = {"accuracy": "1", "bootstrap": bootstrap.VERSION}
-
-    def __init__(self, config: CsvMcConfig) -> None:
-        super().__init__(config)
-        self._sha256: str | None = None
-
-    @property
-    def root(self) -> Path:
-        return Path(self.config.root).expanduser()
-
-    @property
-    def questions_path(self) -> Path:
-        path = Path(self.config.questions).expanduser()
-        return path if path.is_absolute() else self.root / path
+    splits = SPLITS
+    chance_metric = True
+    empty_note = "no answered question to score"
+    _sha256: str | None = None
+    """The question file's SHA-256, set by ``load()``."""
 
     def load(self) -> list[Sample]:
         path = self.questions_path
@@ -78,45 +71,6 @@ class CsvMcTask(Task):
         data = path.read_bytes()
         self._sha256 = hashlib.sha256(data).hexdigest()
         return read_questions(path, data.decode("utf-8-sig"), self.root)
-
-    def requests(self, sample: Sample) -> list[Request]:
-        return [choice_scores(sample.video, sample.data["question"], sample.data["options"])]
-
-    def predict(self, result: SampleResult) -> tuple[Any, Any]:
-        """The best-scoring option (the lowest index on ties; never a NaN) and whether it is the answer."""
-        if result.answers is None:
-            return None, None
-        scores = np.asarray(result.answers[0], dtype=np.float64).reshape(-1)
-        n = len(result.sample.data["options"])
-        if scores.size != n:
-            raise ValueError(f"csv-mc {result.sample.id}: expected {n} option scores, got {scores.size}")
-        prediction = int(np.argmax(np.where(np.isnan(scores), -np.inf, scores)))
-        target = result.sample.target
-        return prediction, None if target is None else prediction == int(target)
-
-    def score(self, results: list[SampleResult], seed: int = 0) -> Scores:
-        n_failed = sum(r.failed for r in results)
-        answered = [r for r in results if not r.failed and r.sample.target is not None]
-        n_open = sum(1 for r in results if not r.failed and r.sample.target is None)
-        notes = []
-        if n_failed:
-            notes.append(f"{n_failed} of {len(results)} samples failed and are not scored")
-        if n_open:
-            notes.append(f"{n_open} questions have no answer in the CSV; predicted and logged, not scored")
-        if not answered:
-            return Scores(scored=False, headline="accuracy", notes=["no answered question to score", *notes])
-        correct = np.array([100.0 * bool(self.predict(r)[1]) for r in answered])
-        groups = [r.sample.group or r.sample.id for r in answered]
-        mean, low, high = bootstrap.mean_ci(correct, groups, seed=seed)
-        chance = float(np.mean([100.0 / len(r.sample.data["options"]) for r in answered]))
-        return Scores(
-            metrics={
-                "accuracy": Metric(mean, low, high, n=len(answered)),
-                "chance": Metric(chance, n=len(answered), higher_is_better=False),
-            },
-            headline="accuracy",
-            notes=notes,
-        )
 
     def protocol_options(self) -> dict[str, Any]:
         return {"questions_sha256": self._sha256}
@@ -166,16 +120,9 @@ def read_questions(path: Path, text: str, root: Path) -> list[Sample]:
             raise UsageError(f"{path} line {line}: id {sample_id!r} is used twice")
         seen.add(sample_id)
         video_path = Path(video).expanduser()
-        samples.append(
-            Sample(
-                id=sample_id,
-                # The id is the path as written, so a dataset moved to another root keeps its cache entries.
-                video=VideoWindow(video, str(video_path if video_path.is_absolute() else root / video_path)),
-                target=target,
-                data={"question": (row.get("question") or "").strip(), "options": options},
-                group=video,
-            )
-        )
+        # The window's id is the path as written, so a dataset moved to another root keeps its cache entries.
+        window = VideoWindow(video, str(video_path if video_path.is_absolute() else root / video_path))
+        samples.append(mc_sample(sample_id, window, (row.get("question") or "").strip(), options, target, video))
     return samples
 
 

@@ -28,15 +28,15 @@ def register_encoders(register):
 
 @hookimpl
 def register_tasks(register):
-    from vfeval_example.csv_mc import SPLITS, CsvMcConfig
+    from vfeval_example.csv_mc import CsvMcConfig, CsvMcTask
 
     register(
         TaskSpec(
-            name="csv-mc",
+            name=CsvMcTask.name,
             factory="vfeval_example.csv_mc:make_task",
             config=CsvMcConfig,
-            version="1",
-            splits=SPLITS,
+            version=CsvMcTask.version,  # the task class owns its version; the spec reads it
+            splits=CsvMcTask.splits,
             description="Multiple-choice video QA from a questions.csv under task.root (accuracy, 95% CI).",
         )
     )

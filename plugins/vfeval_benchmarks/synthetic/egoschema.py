@@ -20,8 +20,8 @@ from pathlib import Path
 
 from vfeval.errors import UsageError
 
+from .options import SceneOptions, format_folder
 from .questions import N_OPTIONS, QUESTION_TYPES, Question, make_question
-from .render import write_videos
 from .scenes import Scene, make_scene, rng_for
 
 FORMAT = "egoschema"
@@ -73,27 +73,21 @@ def write_egoschema(
     out_dir: str | Path,
     seed: int = 0,
     n_videos: int = 100,
+    options: SceneOptions = SceneOptions(),
     *,
-    duration: float = 24.0,
-    n_events: int = 4,
-    fps: int = 4,
-    size: int = 64,
     subset_fraction: float = 0.8,
     types: tuple[str, ...] = QUESTION_TYPES,
-    workers: int | None = None,
 ) -> Path:
     """Write ``n_videos`` questions and videos in EgoSchema's format under ``out_dir/egoschema``.
 
     Returns that folder. ``subset_fraction`` of the questions (chosen from the seed) get public
     answers in ``subset_answers.json``.
     """
-    if n_videos < 1:
-        raise UsageError(f"the number of videos must be at least 1, got {n_videos}")
+    root = format_folder(out_dir, FORMAT, n_videos)
     if not 0 < subset_fraction <= 1:
         raise UsageError(f"subset_fraction must be in (0, 1], got {subset_fraction}")
-    root = Path(out_dir) / FORMAT
     (root / "videos").mkdir(parents=True, exist_ok=True)
-    items = make_items(seed, n_videos, duration, n_events, types)
+    items = make_items(seed, n_videos, options.duration, options.n_events, types)
 
     questions = []
     for q_uid, _, question in items:
@@ -110,14 +104,11 @@ def write_egoschema(
         root / "synthetic_events.json",
         {u: {"scene": s.to_dict(), "question_type": q.qtype, "question": q.to_dict()} for u, s, q in items},
     )
-    write_videos([(s, root / "videos" / f"{u}.mp4") for u, s, _ in items], fps, size, size, workers)
+    options.write_videos([(s, root / "videos" / f"{u}.mp4") for u, s, _ in items])
     return root
 
 
-def readme_section(
-    n_videos: int, duration: float, fps: int, size: int, subset_fraction: float = 0.8, **_: object
-) -> str:
+def readme_section(n_videos: int, options: SceneOptions, subset_fraction: float = 0.8) -> str:
     """The paragraph of the output README that describes what ``write_egoschema`` writes."""
-    return README.format(
-        n=n_videos, n_subset=_n_subset(n_videos, subset_fraction), duration=duration, fps=fps, size=size
-    )
+    return README.format(n=n_videos, n_subset=_n_subset(n_videos, subset_fraction), duration=options.duration,
+                         fps=options.fps, size=options.size)

@@ -8,6 +8,7 @@ one entry here; the training split and the README are shared.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -16,16 +17,15 @@ from pathlib import Path
 from vfeval.errors import UsageError, suggest
 
 from . import egoschema, msrvtt, train, youcook2
-from .render import check_video_shape
-from .scenes import make_scene, rng_for
+from .options import SceneOptions
 
 
 @dataclass(frozen=True)
 class SyntheticFormat:
     write: Callable[..., Path]
-    """``write(out_dir, seed, n_videos, *, duration, n_events, fps, size, workers) -> folder``."""
+    """``write(out_dir, seed, n_videos, options: SceneOptions) -> folder``."""
     describe: Callable[..., str]
-    """``describe(n_videos, duration, fps, size, n_events=...) -> str``: its README paragraph (markdown)."""
+    """``describe(n_videos, options: SceneOptions) -> str``: its README paragraph (markdown)."""
 
 
 FORMATS: dict[str, SyntheticFormat] = {
@@ -53,25 +53,97 @@ other; they are **not comparable to numbers on the real benchmarks**.
 """
 
 
-def _prepare(out: Path, names: list[str]) -> None:
-    """Make ``out`` ready to receive ``names``: empty, or replace what an earlier run wrote there."""
-    marker = out / MARKER
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out} is a file; give a folder to write the synthetic data into")
-    if marker.exists():
+def _remove_ours(folder: Path) -> None:
+    """Delete what its marker says vfeval wrote in ``folder``, then the folder once empty; never anything else."""
+    marker = folder / MARKER
+    if marker.is_file():
         ours = {*FORMATS, train.SPLIT, "README.md"}  # never follow a marker anywhere else
         for name in json.loads(marker.read_text(encoding="utf-8"))["written"]:
-            path = out / name
+            path = folder / name
             if name in ours and path.is_dir():
                 shutil.rmtree(path)
             elif name in ours and path.exists():
                 path.unlink()
-    elif out.exists() and any(out.iterdir()):
+        marker.unlink()
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+
+
+def _beside(out: Path, what: str) -> Path:
+    """``.<name>.<what>`` next to ``out``: on the same file system, so that renaming it into place is atomic."""
+    out = Path(os.path.abspath(out))
+    return out.with_name(f".{out.name}.{what}")
+
+
+def _stage(out: Path, names: list[str]) -> Path:
+    """A new folder next to ``out`` to write ``names`` into; ``_publish`` renames it to ``out`` once complete,
+    so that a run killed half-way leaves ``out`` as it was (missing, or an earlier complete output)."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is a file; give a folder to write the synthetic data into")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise UsageError(
             f"{out} is not empty and was not written by `vfeval data synthetic`; choose an empty or new folder"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"written": names}) + "\n", encoding="utf-8")
+    stage = _beside(out, "partial")
+    if stage.is_dir() and not _lock(stage):
+        raise UsageError(f"another `vfeval data synthetic` is writing {out} (into {stage}); let it finish or stop it")
+    _unlock(stage)
+    for left in (stage, _beside(out, "old")):  # from a run that was killed
+        _remove_ours(left)
+        if left.exists():
+            raise UsageError(f"{left} is left from an interrupted `vfeval data synthetic` and holds files it did "
+                             "not write; move them away and run the command again")
+    stage.mkdir(parents=True)
+    _lock(stage)
+    (stage / MARKER).write_text(json.dumps({"written": names}) + "\n", encoding="utf-8")
+    return stage
+
+
+_LOCKS: dict[Path, int] = {}
+
+
+def _lock(folder: Path) -> bool:
+    """Lock ``folder`` while this process writes it (the system lets go when the process ends, even killed,
+    so a writer orphaned by a killed suite is never raced); False when another process holds it."""
+    if folder in _LOCKS:  # ours, from an earlier call of this process that failed
+        return True
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): one writer per folder is left to the user
+        return True
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _LOCKS[folder] = fd
+    return True
+
+
+def _unlock(folder: Path) -> None:
+    if folder in _LOCKS:
+        os.close(_LOCKS.pop(folder))
+
+
+def _publish(stage: Path, out: Path) -> None:
+    """Put the complete folder ``stage`` in the place of ``out``. What an earlier run wrote there is replaced
+    whole; anything else in it moves into the new folder, untouched."""
+    if not (out.is_dir() and (out / MARKER).is_file()):
+        if out.is_dir():  # empty (checked by _stage)
+            out.rmdir()
+        os.rename(stage, out)
+        _unlock(stage)
+        return
+    ours = {*FORMATS, train.SPLIT, "README.md", MARKER}
+    for entry in out.iterdir():
+        if entry.name not in ours and not (stage / entry.name).exists():
+            os.rename(entry, stage / entry.name)
+    old = _beside(out, "old")
+    os.rename(out, old)
+    os.rename(stage, out)
+    _remove_ours(old)
+    _unlock(stage)
 
 
 def write_synthetic(
@@ -104,25 +176,25 @@ def write_synthetic(
     if formats and n_videos < 1:
         raise UsageError(f"the number of videos must be at least 1, got {n_videos}")
     # Check every setting before anything on disk is touched (a rerun first removes the old output).
-    make_scene(rng_for(seed, "check"), duration, n_events)
-    check_video_shape(size, size, fps)
-    out = Path(out_dir)
+    options = SceneOptions(duration=duration, n_events=n_events, fps=fps, size=size, workers=workers)
+    options.check()
+    final = Path(out_dir)
     names = [*formats, *([train.SPLIT] if n_train_videos else []), "README.md"]
-    _prepare(out, names)
+    out = _stage(final, names)  # written under a temporary name, renamed to ``final`` once complete
 
-    shape = {"duration": duration, "n_events": n_events, "fps": fps, "size": size}
     written: dict[str, Path] = {}
     sections = []
     for name in formats:
-        written[name] = FORMATS[name].write(out, seed, n_videos, workers=workers, **shape)
-        sections.append(FORMATS[name].describe(n_videos, duration, fps, size, n_events=n_events))
+        written[name] = FORMATS[name].write(out, seed, n_videos, options)
+        sections.append(FORMATS[name].describe(n_videos, options))
     if n_train_videos:
-        written[train.SPLIT] = train.write_train(out, seed, n_train_videos, workers=workers, **shape)
-        sections.append(train.readme_section(n_train_videos, duration, fps, size))
+        written[train.SPLIT] = train.write_train(out, seed, n_train_videos, options)
+        sections.append(train.readme_section(n_train_videos, options))
     readme = out / "README.md"
     readme.write_text(
         README.format(seed=seed, n_events=n_events, sections="".join(sections), marker=MARKER),
         encoding="utf-8",
     )
     written["readme"] = readme
-    return written
+    _publish(out, final)
+    return {part: final / path.relative_to(out) for part, path in written.items()}

@@ -24,9 +24,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from vfeval.errors import UsageError
-
-from .render import write_videos
+from .options import SceneOptions, format_folder
 from .scenes import COLOURS, Scene, make_scene, rng_for
 
 FORMAT = "msrvtt"
@@ -91,24 +89,15 @@ def _csv(header: list[str], rows: list[list[object]]) -> str:
 
 
 def write_msrvtt(
-    out_dir: str | Path,
-    seed: int = 0,
-    n_videos: int = 100,
-    *,
-    duration: float = 24.0,
-    n_events: int = 4,
-    fps: int = 4,
-    size: int = 64,
-    workers: int | None = None,
+    out_dir: str | Path, seed: int = 0, n_videos: int = 100, options: SceneOptions = SceneOptions()
 ) -> Path:
     """Write ``n_videos`` test videos (and train/validate videos, see ``split_sizes``) in MSR-VTT's format
-    under ``out_dir/msrvtt``; videos last ``duration / 2`` seconds (MSR-VTT's are short). Returns that folder."""
-    if n_videos < 1:
-        raise UsageError(f"the number of videos must be at least 1, got {n_videos}")
-    root = Path(out_dir) / FORMAT
+    under ``out_dir/msrvtt``; videos last ``options.duration / 2`` seconds (MSR-VTT's are short). Returns that
+    folder."""
+    root = format_folder(out_dir, FORMAT, n_videos)
     (root / "videos").mkdir(parents=True, exist_ok=True)
-    length = duration / 2
-    items = make_items(seed, n_videos, length, n_events)
+    length = options.duration / 2
+    items = make_items(seed, n_videos, length, options.n_events)
 
     videos, sentences = [], []
     for index, item in enumerate(items):
@@ -137,13 +126,13 @@ def write_msrvtt(
     events = {item["video_id"]: {"scene": item["scene"].to_dict(), "split": item["split"],
                                  "category": item["category"]} for item in items}
     (root / "synthetic_events.json").write_text(json.dumps(events) + "\n", encoding="utf-8")
-    write_videos([(item["scene"], root / "videos" / f"{item['video_id']}.mp4") for item in items],
-                 fps, size, size, workers)
+    options.write_videos([(item["scene"], root / "videos" / f"{item['video_id']}.mp4") for item in items])
     return root
 
 
-def readme_section(n_videos: int, duration: float, fps: int, size: int, **_: object) -> str:
+def readme_section(n_videos: int, options: SceneOptions) -> str:
     """The paragraph of the output README that describes what ``write_msrvtt`` writes."""
     sizes = split_sizes(n_videos)
     return README.format(k=CAPTIONS_PER_VIDEO, n_train=sizes["train"], n_val=sizes["validate"], n=n_videos,
-                         duration=duration / 2, fps=fps, size=size, n_categories=len(COLOURS))
+                         duration=options.duration / 2, fps=options.fps, size=options.size,
+                         n_categories=len(COLOURS))

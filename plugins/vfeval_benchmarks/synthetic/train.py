@@ -15,10 +15,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vfeval.errors import UsageError
-
+from .options import SceneOptions, format_folder
 from .questions import NUMBER_WORDS
-from .render import write_videos
 from .scenes import COLOURS, SHAPES, Scene, make_scene, rng_for
 
 SPLIT = "train"
@@ -49,34 +47,23 @@ def captions(scene: Scene) -> list[str]:
     return facts
 
 
-
 def write_train(
-    out_dir: str | Path,
-    seed: int = 0,
-    n_videos: int = 1000,
-    *,
-    duration: float = 24.0,
-    n_events: int = 4,
-    fps: int = 4,
-    size: int = 64,
-    workers: int | None = None,
+    out_dir: str | Path, seed: int = 0, n_videos: int = 1000, options: SceneOptions = SceneOptions()
 ) -> Path:
     """Write ``n_videos`` captioned training videos under ``out_dir/train``; returns that folder."""
-    if n_videos < 1:
-        raise UsageError(f"the number of training videos must be at least 1, got {n_videos}")
-    root = Path(out_dir) / SPLIT
+    root = format_folder(out_dir, SPLIT, n_videos, "training videos")
     jobs, lines = [], []
     for i in range(n_videos):
-        scene = make_scene(rng_for(seed, SPLIT, i), duration, n_events)
+        scene = make_scene(rng_for(seed, SPLIT, i), options.duration, options.n_events)
         name = f"videos/train_{i:05d}.mp4"
         jobs.append((scene, root / name))
         lines += [json.dumps({"video": name, "caption": c, "start": None, "end": None}) for c in captions(scene)]
     (root / "videos").mkdir(parents=True, exist_ok=True)
     (root / "captions.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    write_videos(jobs, fps, size, size, workers)
+    options.write_videos(jobs)
     return root
 
 
-def readme_section(n_videos: int, duration: float, fps: int, size: int, **_: object) -> str:
+def readme_section(n_videos: int, options: SceneOptions) -> str:
     """The paragraph of the output README that describes what ``write_train`` writes."""
-    return README.format(n=n_videos, duration=duration, fps=fps, size=size)
+    return README.format(n=n_videos, duration=options.duration, fps=options.fps, size=options.size)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from vfeval.errors import UsageError
 
-from .render import write_videos
+from .options import SceneOptions, format_folder
 from .scenes import COLOURS, make_scene, rng_for
 
 FORMAT = "youcook2"
@@ -73,23 +73,13 @@ def make_items(seed: int, n_videos: int, duration: float, n_events: int) -> list
 
 
 def write_youcook2(
-    out_dir: str | Path,
-    seed: int = 0,
-    n_videos: int = 100,
-    *,
-    duration: float = 24.0,
-    n_events: int = 4,
-    fps: int = 4,
-    size: int = 64,
-    workers: int | None = None,
+    out_dir: str | Path, seed: int = 0, n_videos: int = 100, options: SceneOptions = SceneOptions()
 ) -> Path:
     """Write ``n_videos`` validation videos and half as many training videos in YouCook2's format under
     ``out_dir/youcook2``; returns that folder."""
-    if n_videos < 1:
-        raise UsageError(f"the number of videos must be at least 1, got {n_videos}")
-    root = Path(out_dir) / FORMAT
+    root = format_folder(out_dir, FORMAT, n_videos)
     root.mkdir(parents=True, exist_ok=True)
-    items = make_items(seed, n_videos, duration, n_events)
+    items = make_items(seed, n_videos, options.duration, options.n_events)
     database = {
         item["video_id"]: {"duration": item["scene"].duration, "subset": item["subset"],
                            "recipe_type": item["recipe_type"], "annotations": item["annotations"],
@@ -111,12 +101,12 @@ def write_youcook2(
     (root / "synthetic_events.json").write_text(json.dumps(events) + "\n", encoding="utf-8")
     jobs = [(item["scene"], root / "raw_videos" / item["subset"] / item["recipe_type"] / f"{item['video_id']}.mp4")
             for item in items]
-    write_videos(jobs, fps, size, size, workers)
+    options.write_videos(jobs)
     return root
 
 
-def readme_section(n_videos: int, duration: float, fps: int, size: int, n_events: int = 4, **_: object) -> str:
+def readme_section(n_videos: int, options: SceneOptions) -> str:
     """The paragraph of the output README that describes what ``write_youcook2`` writes."""
-    s = shape(n_videos, duration, n_events)
-    return README.format(n_train=s["training"], n=n_videos, steps=s["steps"], duration=s["duration"], fps=fps,
-                         size=size)
+    s = shape(n_videos, options.duration, options.n_events)
+    return README.format(n_train=s["training"], n=n_videos, steps=s["steps"], duration=s["duration"],
+                         fps=options.fps, size=options.size)

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 
 from vfeval.config import to_dict
 from vfeval.errors import UsageError
+from vfeval.hashing import sha256_file
 from vfeval.pipeline import Encoder
-from vfeval.task import sha256_file
 from vfeval_videofirst.config import (
     ARCHITECTURE_KEYS,
     BYTE_TEXT_DEPTH,
@@ -36,6 +36,7 @@ from vfeval_videofirst.config import (
     token_grid,
     validate,
 )
+from vfeval_videofirst.masking import mask_rng
 from vfeval_videofirst.torch import inflate
 from vfeval_videofirst.torch.model import DualEncoder, SmallTextTower, VideoTransformer
 
@@ -121,15 +122,15 @@ def build_model(cfg: VideoFirstConfig) -> tuple[DualEncoder, str]:
 
 
 def save_checkpoint(model: torch.nn.Module, path: str | Path, config: Any = None) -> None:
-    """Write the model's weights as safetensors, with the encoder config (a dict or dataclass, as JSON) in the metadata."""
-    from safetensors.torch import save_file
+    """Write the model's weights in the layout both backends share (``vfeval_videofirst/checkpoint.py``), with
+    the encoder config (a dict or dataclass, as JSON) in the metadata: the JAX backend writes the same bytes."""
+    from vfeval_videofirst.checkpoint import save_arrays
 
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    metadata = {"format": "pt", "config": json.dumps(to_dict(config or {}), sort_keys=True)}
-    save_file(tensors, str(path), metadata=metadata)
+    save_arrays({k: v.detach().to("cpu").float().numpy() for k, v in model.state_dict().items()}, path, config)
 
 
-def _checkpoint_path(path: str | Path) -> Path:
+def checkpoint_file(path: str | Path) -> Path:
+    """``path`` as a ``Path`` (``~`` expanded), or one line saying the checkpoint is not there."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise UsageError(f"videofirst: checkpoint not found: {path}")
@@ -140,7 +141,7 @@ def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
     """The encoder config saved in a checkpoint's metadata (``{}`` when it has none), without reading weights."""
     from safetensors import safe_open
 
-    path = _checkpoint_path(path)
+    path = checkpoint_file(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
@@ -168,7 +169,7 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path) -> dict[str, Any]:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    path = _checkpoint_path(path)
+    path = checkpoint_file(path)
     try:
         tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as f:
@@ -200,7 +201,8 @@ def load_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path:
     model.load_state_dict(tensors, strict=True)
 
 
-def _device(name: str) -> torch.device:
+def resolve_device(name: str) -> torch.device:
+    """The torch device of a ``device`` option (``auto``: CUDA where torch sees it, else the CPU)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -231,7 +233,7 @@ class VideoFirstEncoder(Encoder):
 
     def __init__(self, cfg: VideoFirstConfig, model: DualEncoder, weights: str) -> None:
         self.cfg = cfg
-        self.device = _device(cfg.device)
+        self.device = resolve_device(cfg.device)
         self.model = model.to(self.device).eval()
         self.weights = weights
 
@@ -261,8 +263,7 @@ class VideoFirstEncoder(Encoder):
             x = preprocess(
                 np.stack([clips[i] for i in idx]), self.cfg.image_size, self.cfg.tubelet[0], self.device
             )
-            generator = torch.Generator(self.device).manual_seed(self.cfg.seed)
-            keep = self.model.video.draw_keep(1, token_grid(self.cfg, shape[0]), generator)
+            keep = self.model.video.draw_keep(1, token_grid(self.cfg, shape[0]), mask_rng(self.cfg.seed))
             keep = None if keep is None else keep.expand(len(idx), -1)
             out[idx] = self.model.video(x, keep=keep).float().cpu().numpy()
         return out

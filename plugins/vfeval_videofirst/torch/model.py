@@ -7,7 +7,10 @@ Papers:
   Encoders Beyond 16 Frames"): joint space-time attention, up to 75% of the input tokens dropped while
   training, initialised from an image-text model, trained contrastively against text.
 - MAE (He et al., 2022): dropped tokens never enter the transformer, which is where the saving comes from.
-- VIMPAC (Tan et al., 2021): block masks (see ``masking.py``).
+- VIMPAC (Tan et al., 2021): block masks (see ``vfeval_videofirst/masking.py``).
+
+Masks, tokenizers and the checkpoint layout are backend-neutral (``vfeval_videofirst/masking.py``,
+``tokenizers.py``, ``checkpoint.py``); ``jax/model.py`` is this file's block-for-block twin.
 
 Token layout. A clip ``[B, 3, T, H, W]`` becomes ``nt x nh x nw`` patch tokens (flattened slice-major),
 each with a spatial and a temporal position embedding added by broadcasting. The temporal table starts at
@@ -25,16 +28,17 @@ token would break this: it would be one key against ``nt`` copies of each patch 
 
 from __future__ import annotations
 
-import hashlib
 import math
-import re
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vfeval_videofirst.torch.masking import MASKS
+from vfeval_videofirst import tokenizers
+from vfeval_videofirst.masking import draw_keep, masking_on
+from vfeval_videofirst.tokenizers import WORD, WORD_BUCKETS  # noqa: F401  (re-exported for callers)
 
 # ---------------------------------------------------------------------------------------------------
 # Helpers
@@ -195,19 +199,22 @@ class VideoTransformer(nn.Module):
     # -- masking --------------------------------------------------------------------------------------
     def masking(self) -> bool:
         """Whether a forward pass in the current mode drops tokens."""
-        return self.mask != "none" and self.mask_ratio > 0 and (self.training or self.mask_at_eval)
+        return masking_on(self.mask, self.mask_ratio, self.training, self.mask_at_eval)
 
     def draw_keep(
-        self, batch: int, grid: tuple[int, int, int], generator: torch.Generator
+        self, batch: int, grid: tuple[int, int, int], generator: np.random.Generator
     ) -> torch.Tensor | None:
-        """Kept patch-token indices ``[B, N_keep]`` for clips of token grid ``grid``, or None when not masking."""
+        """Kept patch-token indices ``[B, N_keep]`` for clips of token grid ``grid``, drawn with numpy
+        (``vfeval_videofirst.masking``: the JAX twin draws the same from the same seed), on the model's
+        device; None when not masking."""
         if not self.masking():
             return None
-        return MASKS[self.mask](batch, grid, self.mask_ratio, generator)
+        keep = draw_keep(self.mask, self.mask_ratio, batch, grid, generator)
+        return torch.from_numpy(keep).to(self.pos_space.device)
 
     # -- forward --------------------------------------------------------------------------------------
     def tokens(
-        self, video: torch.Tensor, keep: torch.Tensor | None = None, generator: torch.Generator | None = None
+        self, video: torch.Tensor, keep: torch.Tensor | None = None, generator: np.random.Generator | None = None
     ) -> tuple[torch.Tensor, int]:
         """The sequence that enters the transformer, class tokens first, then the kept patch tokens.
 
@@ -223,7 +230,7 @@ class VideoTransformer(nn.Module):
             )
         if keep is None and self.masking():
             if generator is None:
-                raise ValueError("masking is on: pass a torch.Generator (or explicit keep indices)")
+                raise ValueError("masking is on: pass a numpy Generator (or explicit keep indices)")
             keep = self.draw_keep(b, (nt, nh, nw), generator)
         pos_time = resample_time(self.pos_time, nt)[:, None]  # [nt, 1, D]
         x = (x.reshape(b, nt, nh * nw, d) + self.pos_space + pos_time).flatten(1, 2)  # [B, N, D]
@@ -236,7 +243,7 @@ class VideoTransformer(nn.Module):
         return torch.cat([cls, x], dim=1), nt
 
     def forward(
-        self, video: torch.Tensor, keep: torch.Tensor | None = None, generator: torch.Generator | None = None
+        self, video: torch.Tensor, keep: torch.Tensor | None = None, generator: np.random.Generator | None = None
     ) -> torch.Tensor:
         """video: ``[B, 3, T, H, W]`` → ``[B, embed_dim]``; ``keep`` and ``generator`` as in ``tokens``."""
         x, nt = self.tokens(video, keep, generator)
@@ -259,48 +266,35 @@ class VideoTransformer(nn.Module):
 # A small text tower for training from scratch
 
 
+def _tensors(tokens: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v) for k, v in tokens.items()}
+
+
 def byte_tokenize(texts: list[str], length: int) -> dict[str, torch.Tensor]:
-    """UTF-8 bytes as token ids 1..256 after a start token 257; 0 pads. Returns ``ids``/``mask`` ``[B, L]``."""
-    rows = [[257] + [b + 1 for b in text.encode("utf-8")][: length - 1] for text in texts]
-    ids = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-    return {"ids": ids, "mask": ids != 0}
-
-
-WORD = re.compile(r"\w+|[^\w\s]")
-WORD_BUCKETS = 8192
-"""Rows of the word tower's embedding table: words are hashed into them, so no vocabulary file is needed."""
+    """``tokenizers.byte_tokenize`` as torch tensors: ``ids``/``mask`` ``[B, L]``."""
+    return _tensors(tokenizers.byte_tokenize(texts, length))
 
 
 def word_tokenize(texts: list[str], length: int, buckets: int = WORD_BUCKETS) -> dict[str, torch.Tensor]:
-    """Lower-cased words and punctuation marks, each hashed (BLAKE2b, stable across runs and machines) to
-    an id in ``2..buckets-1`` after a start token 1; 0 pads. Returns ``ids``/``mask`` ``[B, L]``.
-
-    The hashing trick (Weinberger et al. 2009): any word gets an id, a word never seen in training
-    included, and two words share a row only by a rare collision.
-    """
-
-    def word_id(word: str) -> int:
-        digest = hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest()
-        return 2 + int.from_bytes(digest, "little") % (buckets - 2)
-
-    rows = [[1] + [word_id(w) for w in WORD.findall(text.lower())][: length - 1] for text in texts]
-    ids = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-    return {"ids": ids, "mask": ids != 0}
+    """``tokenizers.word_tokenize`` (hashed words) as torch tensors: ``ids``/``mask`` ``[B, L]``."""
+    return _tensors(tokenizers.word_tokenize(texts, length, buckets))
 
 
-def shifted_positions(mask: torch.Tensor, length: int, generator: torch.Generator) -> torch.Tensor:
+def shifted_positions(
+    mask: torch.Tensor, length: int, generator: torch.Generator | np.random.Generator
+) -> torch.Tensor:
     """``int64 [B]``: for each text (``mask`` ``[B, L]``) a start position drawn uniformly from those that keep
-    it inside a table of ``length`` positions.
+    it inside a table of ``length`` positions. With a numpy generator the draws are
+    ``tokenizers.shifted_positions``'s, which the JAX trainer makes too.
 
     Randomised positions (after Ruoss et al. 2023): trained at one offset, a text tower with absolute
     position embeddings reads "red" at position 12 as something else than at position 8, so the same
     words after a longer prefix (a question instead of a caption's opening) mean another order. Drawn
     offsets make only the relative arrangement of the words carry meaning.
     """
+    if isinstance(generator, np.random.Generator):
+        shift = tokenizers.shifted_positions(mask.cpu().numpy(), length, generator)
+        return torch.from_numpy(shift).to(mask.device)
     room = (length - mask.sum(1)).clamp(min=0)
     return (torch.rand(len(mask), generator=generator, device=mask.device) * (room + 1)).long().clamp(max=room)
 

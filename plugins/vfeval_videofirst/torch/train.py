@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -41,15 +42,16 @@ from torch import nn
 from vfeval.captions import read_captions
 from vfeval.config import to_dict
 from vfeval.errors import UsageError
+from vfeval_videofirst.masking import mask_rng
 from vfeval_videofirst.torch import state as ckpt
 from vfeval_videofirst.torch.data import CaptionedVideos, Schedule, micro_batches
 from vfeval_videofirst.torch.encoder import (
-    _checkpoint_path,
-    _device,
     build_model,
+    checkpoint_file,
     load_checkpoint,
     load_tensors,
     preprocess,
+    resolve_device,
 )
 from vfeval_videofirst.torch.losses import drop_words, gather, gather_padded, infonce, reorder, sigmoid_loss
 from vfeval_videofirst.torch.model import DualEncoder, resample_time, shifted_positions
@@ -84,7 +86,7 @@ class Objective(nn.Module):
         self,
         video: torch.Tensor,
         tokens: dict[str, torch.Tensor],
-        generator: torch.Generator,
+        generator: np.random.Generator,
         clip_ids: torch.Tensor,
         text_ids: torch.Tensor,
         negatives: dict[str, torch.Tensor] | None = None,
@@ -177,7 +179,7 @@ def load_init(model: DualEncoder, path: str) -> None:
     """Start from an earlier stage's weights; its temporal position table is resampled to this model's length."""
     from safetensors.torch import load_file
 
-    path_ = _checkpoint_path(path)
+    path_ = checkpoint_file(path)
     tensors = load_file(str(path_))
     own = model.state_dict()
     key = "video.pos_time"
@@ -274,7 +276,7 @@ class Proc:
 def start_processes(device_option: str) -> Proc:
     """This process's place in a ``torchrun`` job (or a job of one) and its device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = _device(device_option)
+    device = resolve_device(device_option)
     if world == 1:
         return Proc(0, 1, device)
     if device.type == "cuda":
@@ -381,7 +383,7 @@ def _train(cfg: TrainConfig, pairs: list, proc: Proc) -> Path:
                 if cfg.data.word_dropout:
                     captions = [drop_words(c, cfg.data.word_dropout, rng) for c in captions]
                 tokens = {k: v.to(proc.device) for k, v in model.text.tokenize(captions).items()}
-                generator = torch.Generator(proc.device).manual_seed(seed)
+                generator = mask_rng(seed)  # numpy: the JAX trainer draws the same shifts, then masks
                 if cfg.data.shift_text_positions:
                     tokens["shift"] = shifted_positions(tokens["mask"], model.text.length, generator)
                 extra_texts = (
@@ -435,11 +437,26 @@ def _train(cfg: TrainConfig, pairs: list, proc: Proc) -> Path:
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Keep the records up to ``step``: a resumed run rewrites those after its checkpoint."""
+    """Keep the records up to ``step``: a resumed run rewrites those after its checkpoint. A last line without
+    its newline is a record cut off by a kill while it was written (always after ``step``): it is dropped."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")[:-1]  # the torn tail goes
+    kept = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            raise UsageError(f"{path}: line {number} is not a metrics record; delete that line to resume the run")
+        if record["step"] <= step:
+            kept.append(line)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    partial.replace(path)
 
 
 @contextlib.contextmanager

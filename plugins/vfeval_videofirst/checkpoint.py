@@ -1,0 +1,145 @@
+"""The videofirst checkpoint: one safetensors layout that the torch and the JAX backend both read and write.
+
+A checkpoint is a ``.safetensors`` file of ``float32`` tensors plus two metadata strings: ``format``
+(``"pt"``: the layout conventions below are PyTorch's) and ``config`` (the encoder config as sorted JSON).
+Both backends write it through ``save_arrays`` from the same numpy arrays, so the same weights give the
+same bytes, hence the same weights hash, whichever backend saved them; either backend loads a file
+written by the other as it is, with no conversion step.
+
+Tensor names (``<i>`` a block index; ``D`` width, ``E`` embed_dim, ``t, h, w`` the tubelet):
+
+===========================================  ===================  ==============================================
+name                                         shape                what
+===========================================  ===================  ==============================================
+``video.embed.proj.weight``                  ``[D, 3, t, h, w]``  tubelet kernel (a Conv3d's, stride = kernel)
+``video.cls``, ``video.pos_cls``             ``[D]``              class token and its position embedding
+``video.pos_space``                          ``[nh * nw, D]``     spatial position table, row ``h * nw + w``
+``video.pos_time``                           ``[nt, D]``          temporal table for ``num_frames`` frames
+``video.ln_pre.{weight,bias}``               ``[D]``              LayerNorm before the blocks (eps 1e-5)
+``video.blocks.<i>.ln1/ln2.{weight,bias}``   ``[D]``              pre-norms of attention and MLP
+``video.blocks.<i>.attn.qkv.weight``         ``[3D, D]``          q, k, v rows stacked in that order
+``video.blocks.<i>.attn.qkv.bias``           ``[3D]``
+``video.blocks.<i>.attn.proj.{weight,bias}`` ``[D, D]``, ``[D]``  attention output projection
+``video.blocks.<i>.mlp.fc1.{weight,bias}``   ``[mlp, D]``, ...
+``video.blocks.<i>.mlp.fc2.{weight,bias}``   ``[D, mlp]``, ...
+``video.temporal.<i>.*``                     as a block's attn    factorised only: ``ln``, ``attn``, ``alpha`` ``[]``
+``video.ln_post.{weight,bias}``              ``[D]``
+``video.head.weight``                        ``[E, D]``           projection into the joint space (no bias)
+``text.token.weight``                        ``[V, D]``           small tower: 258 byte rows or 8192 word buckets
+``text.pos``                                 ``[L, D]``           small tower positions
+``text.blocks.<i>.*``, ``text.ln.*``         as the video blocks  small tower
+``text.head.weight``                         ``[E, D]``
+``text.text_model.*``                        Hugging Face's       CLIP text tower, ``CLIPTextModel``'s own names
+``text.projection.weight``                   ``[E, D_text]``      CLIP's text projection
+``logit_scale``                              ``[]``               log of the inverse temperature
+===========================================  ===================  ==============================================
+
+Every linear weight is ``[out, in]`` (``y = x W^T + b``); images are read channels first in the tubelet
+kernel. A JAX module that computes in channels-last does so by contracting the right axes, never by
+storing another layout.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vfeval.config import to_dict
+from vfeval.errors import UsageError
+from vfeval_videofirst.config import ARCHITECTURE_KEYS, VideoFirstConfig
+
+FORMAT = "pt"
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UsageError(f"videofirst: checkpoint not found: {path}")
+    return path
+
+
+def save_arrays(arrays: dict[str, np.ndarray], path: str | Path, config: Any = None) -> None:
+    """Write ``arrays`` (name → float32 array) as safetensors with the encoder config (dict or dataclass) as metadata."""
+    from safetensors.numpy import save_file
+
+    tensors = {k: np.array(v, dtype=np.float32, order="C") for k, v in arrays.items()}  # keeps 0-d as 0-d
+    metadata = {"format": FORMAT, "config": json.dumps(to_dict(config or {}), sort_keys=True)}
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def _unreadable(path: Path, exc: Exception) -> UsageError:
+    return UsageError(f"videofirst: {path} is not a readable safetensors file ({str(exc).splitlines()[0]})")
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The encoder config saved in a checkpoint's metadata (``{}`` when it has none), without reading weights."""
+    from safetensors import safe_open
+
+    path = checkpoint_path(path)
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            metadata = f.metadata() or {}
+        return json.loads(metadata.get("config", "{}"))
+    except Exception as exc:
+        raise _unreadable(path, exc) from exc
+
+
+def read_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    """Every tensor of a checkpoint as numpy."""
+    from safetensors.numpy import load_file
+
+    path = checkpoint_path(path)
+    try:
+        return load_file(str(path))
+    except Exception as exc:
+        raise _unreadable(path, exc) from exc
+
+
+def check_fits(cfg: VideoFirstConfig, saved: dict[str, Any]) -> None:
+    """Refuse a config whose architecture options differ from those the checkpoint was saved with."""
+    mine = to_dict(cfg)
+    differ = [k for k in ARCHITECTURE_KEYS if k in saved and saved[k] != mine[k]]
+    if differ:
+        fix = " ".join(f"{k}={json.dumps(saved[k]).replace(' ', '')}" for k in differ)
+        raise UsageError(
+            f"videofirst: checkpoint {cfg.checkpoint} was saved with other architecture options than "
+            f"configured ({', '.join(f'{k}: {mine[k]!r}' for k in differ)}); set {fix}"
+        )
+
+
+def check_tensors(expected: dict[str, tuple[int, ...]], arrays: dict[str, Any], path: Any) -> None:
+    """Refuse, with one line naming ``path``, unless ``arrays`` has exactly the names and shapes of ``expected``."""
+    missing = sorted(set(expected) - set(arrays))
+    unexpected = sorted(set(arrays) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(arrays) if tuple(arrays[k].shape) != tuple(expected[k]))
+    if missing or unexpected or wrong:
+        parts = [
+            f"{label} {', '.join(repr(k) for k in keys[:3])}{' ...' if len(keys) > 3 else ''}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+            if keys
+        ]
+        raise UsageError(
+            f"videofirst: checkpoint {path} does not fit the configured model: {'; '.join(parts)} "
+            "(check variant, tubelet, image_size, num_frames, attention and text)"
+        )
+
+
+def time_resampling(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices ``i0, i1`` and weights ``w`` (``[n_out]``) of linear resampling with half-pixel centres
+    (``torch.nn.functional.interpolate(mode="linear", align_corners=False)``): ``out = (1-w) x[i0] + w x[i1]``.
+    Both backends resample the temporal table with these."""
+    src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, (src - i0).astype(np.float32)
+
+
+def resample_time(pos: np.ndarray, n: int) -> np.ndarray:
+    """A temporal table ``[nt, D]`` → ``[n, D]`` in numpy (a stage initialised from a shorter one's checkpoint)."""
+    if pos.shape[0] == n:
+        return pos
+    i0, i1, w = time_resampling(pos.shape[0], n)
+    return (pos[i0] * (1.0 - w[:, None]) + pos[i1] * w[:, None]).astype(np.float32)

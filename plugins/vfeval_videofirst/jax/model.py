@@ -1,0 +1,484 @@
+"""The masked video-first dual encoder in Flax NNX: the block-for-block twin of ``torch/model.py``.
+
+Papers and the token layout are described in ``torch/model.py``; this file follows it block for block,
+and ``checkpoint.py`` documents the one safetensors layout both read and write. Every module here names
+its parameters as the torch twin does (``weight``/``bias`` of a linear layer stored ``[out, in]``, the
+tubelet kernel ``[D, 3, t, h, w]``), so the flattened NNX state *is* the checkpoint: ``state_arrays`` and
+``load_arrays`` move it with no renaming and no transposition.
+
+Public interface (shapes; ``B`` batch, ``D`` width, ``E`` embed_dim):
+
+- ``VideoTransformer(*, width, depth, heads, mlp, tubelet, grid, embed_dim, attention="joint",
+  pool="cls", act="gelu", mask="none", mask_ratio=0.0, mask_at_eval=False, rngs)``
+  - ``__call__(video, keep=None) -> [B, E]``: ``video`` ``float32 [B, T, H, W, 3]`` (channels last,
+    normalised, T a multiple of the tubelet's t; ``encoder.preprocess`` makes it); ``keep`` ``int [B, N_keep]``
+    kept patch-token indices (``vfeval_videofirst.masking``), or None for every token.
+  - ``tokens(video, keep=None) -> (x, nt)``: the sequence entering the transformer, as in torch.
+  - ``draw_keep(batch, grid, rng, training) -> np.ndarray | None``: kept indices drawn with numpy
+    (the same draws as the torch twin from the same seed), None when this mode does not mask.
+- ``SmallTextTower(*, width, depth, heads, mlp, embed_dim, length, tokens="bytes", rngs)``:
+  ``tokenize(texts) -> {"ids", "mask"}`` (numpy), ``__call__(ids, mask, shift=None) -> [B, E]``.
+- ``ClipTextTower(text_config, projection_dim, tokenizer, rngs)``: CLIP's text transformer;
+  ``tokenize(texts) -> {"input_ids", "attention_mask"}`` (numpy), ``__call__(input_ids, attention_mask) -> [B, E]``.
+- ``DualEncoder(video, text, logit_scale, rngs)``: ``.video``, ``.text`` (or None), ``.logit_scale``
+  (``nnx.Param``, scalar); ``encode_text(texts) -> [B, E]``.
+- ``state_arrays(model) -> {name: np.ndarray}`` and ``load_arrays(model, arrays, path)``: the checkpoint's
+  tensors (names as in ``checkpoint.py``), out of and into a model.
+
+Nothing here imports torch. Randomness is explicit: ``nnx.Rngs`` for initial weights, numpy generators
+for masks. Attention is plain softmax attention in fp32 (``attention``), which XLA fuses well on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from vfeval.errors import UsageError
+from vfeval_videofirst.checkpoint import check_tensors, time_resampling
+from vfeval_videofirst.masking import draw_keep, masking_on
+from vfeval_videofirst.tokenizers import BYTE_VOCAB, WORD_BUCKETS, byte_tokenize, clip_tokenize, word_tokenize
+
+LN_EPS = 1e-5  # torch.nn.LayerNorm's and CLIP's
+_MASKED = -1e30  # an additive mask value that exp() sends to 0 in fp32 without inf arithmetic
+
+# ---------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def quick_gelu(x: jax.Array) -> jax.Array:
+    """The sigmoid approximation of GELU that OpenAI's CLIP was trained with."""
+    return x * jax.nn.sigmoid(1.702 * x)
+
+
+def gelu(x: jax.Array) -> jax.Array:
+    """GELU with the exact erf, as ``torch.nn.functional.gelu`` (not the tanh approximation)."""
+    return jax.nn.gelu(x, approximate=False)
+
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {"gelu": gelu, "quick_gelu": quick_gelu}
+
+
+def resample_time(pos: jax.Array, n: int) -> jax.Array:
+    """Temporal position embeddings ``[nt, D]`` → ``[n, D]`` by linear interpolation (unchanged if n == nt)."""
+    if pos.shape[0] == n:
+        return pos
+    i0, i1, w = time_resampling(pos.shape[0], n)
+    return pos[i0] * (1.0 - w[:, None]) + pos[i1] * w[:, None]
+
+
+def _trunc_normal(rngs: nnx.Rngs, shape: tuple[int, ...], std: float = 0.02) -> jax.Array:
+    return std * jax.random.truncated_normal(rngs.params(), -2.0, 2.0, shape, jnp.float32)
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
+    """Softmax attention. q, k, v: ``[B, N, heads, d]``; key_mask ``[B, N]`` True for real keys, or an additive
+    ``[B or 1, 1, N, N]`` float mask → ``[B, N, heads, d]``."""
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(q.shape[-1])
+    if key_mask is not None:
+        if key_mask.dtype == jnp.bool_:
+            logits = jnp.where(key_mask[:, None, None, :], logits, _MASKED)
+        else:
+            logits = logits + key_mask
+    return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, axis=-1), v)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Layers with torch's parameter names and layouts
+
+
+class Linear(nnx.Module):
+    """``y = x W^T + b`` with ``weight`` ``[out, in]`` (torch's layout, so checkpoints need no transposition)."""
+
+    def __init__(self, d_in: int, d_out: int, *, bias: bool = True, rngs: nnx.Rngs) -> None:
+        self.weight = nnx.Param(_trunc_normal(rngs, (d_out, d_in)))
+        self.bias = nnx.Param(jnp.zeros((d_out,), jnp.float32)) if bias else None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = jnp.einsum("...i,oi->...o", x, self.weight[...])
+        return y if self.bias is None else y + self.bias[...]
+
+
+class LayerNorm(nnx.Module):
+    def __init__(self, width: int, eps: float = LN_EPS) -> None:
+        self.weight = nnx.Param(jnp.ones((width,), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((width,), jnp.float32))
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        mean = x.mean(-1, keepdims=True)
+        var = jnp.square(x - mean).mean(-1, keepdims=True)
+        return (x - mean) * jax.lax.rsqrt(var + self.eps) * self.weight[...] + self.bias[...]
+
+
+class Embedding(nnx.Module):
+    def __init__(self, n: int, width: int, *, std: float = 0.02, rngs: nnx.Rngs) -> None:
+        self.weight = nnx.Param(_trunc_normal(rngs, (n, width), std))
+
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        return jnp.take(self.weight[...], ids, axis=0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Blocks
+
+
+class TubeletEmbed(nnx.Module):
+    """Non-overlapping t x h x w tubelets → tokens: a Conv3d whose kernel equals its stride, written as a
+    reshape and one contraction. ``proj.weight`` is ``[D, 3, t, h, w]`` as torch's Conv3d."""
+
+    def __init__(self, tubelet: tuple[int, int, int], width: int, *, rngs: nnx.Rngs) -> None:
+        self.tubelet = tuple(tubelet)
+        self.proj = nnx.Dict(weight=nnx.Param(_trunc_normal(rngs, (width, 3, *tubelet))))
+
+    def __call__(self, video: jax.Array) -> jax.Array:
+        """video: ``[B, T, H, W, 3]`` → ``[B, nt, nh, nw, D]``."""
+        b, n, h, w, c = video.shape
+        t, ph, pw = self.tubelet
+        x = video.reshape(b, n // t, t, h // ph, ph, w // pw, pw, c)
+        return jnp.einsum("bTtHhWwc,dcthw->bTHWd", x, self.proj["weight"][...])
+
+
+class Attention(nnx.Module):
+    """Multi-head self-attention with q, k and v fused into ``qkv`` (``[3D, D]``, q rows first)."""
+
+    def __init__(self, width: int, heads: int, *, rngs: nnx.Rngs) -> None:
+        self.heads = heads
+        self.qkv = Linear(width, 3 * width, rngs=rngs)
+        self.proj = Linear(width, width, rngs=rngs)
+
+    def __call__(self, x: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
+        """x: ``[B, N, D]``; key_mask: ``[B, N]`` bool, True for real tokens (None: all real) → ``[B, N, D]``."""
+        b, n, d = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads)
+        out = attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], key_mask)
+        return self.proj(out.reshape(b, n, d))
+
+
+class Mlp(nnx.Module):
+    def __init__(self, width: int, hidden: int, act: str, *, rngs: nnx.Rngs) -> None:
+        self.fc1 = Linear(width, hidden, rngs=rngs)
+        self.fc2 = Linear(hidden, width, rngs=rngs)
+        self.act = act
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.fc2(ACTIVATIONS[self.act](self.fc1(x)))
+
+
+class Block(nnx.Module):
+    """Pre-LN transformer block: ``x + attn(ln(x))``, then ``x + mlp(ln(x))``."""
+
+    def __init__(self, width: int, heads: int, mlp: int, act: str, *, rngs: nnx.Rngs) -> None:
+        self.ln1 = LayerNorm(width)
+        self.attn = Attention(width, heads, rngs=rngs)
+        self.ln2 = LayerNorm(width)
+        self.mlp = Mlp(width, mlp, act, rngs=rngs)
+
+    def __call__(self, x: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
+        """x: ``[B, N, D]`` → ``[B, N, D]``."""
+        x = x + self.attn(self.ln1(x), key_mask)
+        return x + self.mlp(self.ln2(x))
+
+
+class TemporalGate(nnx.Module):
+    """Attention along time for each spatial position: ``h + tanh(alpha) * attn(ln(h))``, alpha starting at 0."""
+
+    def __init__(self, width: int, heads: int, *, rngs: nnx.Rngs) -> None:
+        self.ln = LayerNorm(width)
+        self.attn = Attention(width, heads, rngs=rngs)
+        self.alpha = nnx.Param(jnp.zeros((), jnp.float32))
+
+    def __call__(self, h: jax.Array) -> jax.Array:
+        """h: ``[B * positions, nt, D]`` → same shape."""
+        return h + jnp.tanh(self.alpha[...]) * self.attn(self.ln(h))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The video transformer
+
+
+class VideoTransformer(nnx.Module):
+    """Tubelets → (masked) tokens → joint or factorised transformer → pooled, projected embedding.
+
+    ``grid`` is (nt, nh, nw) of the clip length the temporal table is laid out for. Unlike the torch twin
+    there is no train/eval mode: whether tokens are dropped is decided by whoever draws ``keep``
+    (``draw_keep(..., training=...)``), which keeps ``__call__`` a pure function of its inputs.
+    """
+
+    def __init__(
+        self,
+        *,
+        width: int,
+        depth: int,
+        heads: int,
+        mlp: int,
+        tubelet: tuple[int, int, int],
+        grid: tuple[int, int, int],
+        embed_dim: int,
+        attention: str = "joint",
+        pool: str = "cls",
+        act: str = "gelu",
+        mask: str = "none",
+        mask_ratio: float = 0.0,
+        mask_at_eval: bool = False,
+        rngs: nnx.Rngs,
+    ) -> None:
+        nt, nh, nw = grid
+        self.attention, self.pool = attention, pool
+        self.mask, self.mask_ratio, self.mask_at_eval = mask, mask_ratio, mask_at_eval
+        self.embed = TubeletEmbed(tubelet, width, rngs=rngs)
+        self.cls = nnx.Param(_trunc_normal(rngs, (width,)))
+        self.pos_cls = nnx.Param(_trunc_normal(rngs, (width,)))
+        self.pos_space = nnx.Param(_trunc_normal(rngs, (nh * nw, width)))
+        self.pos_time = nnx.Param(jnp.zeros((nt, width), jnp.float32))  # zero: no slice is told apart at first
+        self.ln_pre = LayerNorm(width)
+        self.blocks = nnx.List([Block(width, heads, mlp, act, rngs=rngs) for _ in range(depth)])
+        if attention == "factorised":
+            self.temporal = nnx.List([TemporalGate(width, heads, rngs=rngs) for _ in range(depth)])
+        self.ln_post = LayerNorm(width)
+        self.head = Linear(width, embed_dim, bias=False, rngs=rngs)
+
+    # -- masking --------------------------------------------------------------------------------------
+    def masking(self, training: bool) -> bool:
+        """Whether a forward pass in this mode drops tokens."""
+        return masking_on(self.mask, self.mask_ratio, training, self.mask_at_eval)
+
+    def draw_keep(
+        self, batch: int, grid: tuple[int, int, int], rng: np.random.Generator, training: bool = True
+    ) -> np.ndarray | None:
+        """Kept patch-token indices ``[B, N_keep]`` for clips of token grid ``grid``, or None when not masking."""
+        if not self.masking(training):
+            return None
+        return draw_keep(self.mask, self.mask_ratio, batch, grid, rng)
+
+    # -- forward --------------------------------------------------------------------------------------
+    def tokens(self, video: jax.Array, keep: jax.Array | None = None) -> tuple[jax.Array, int]:
+        """The sequence entering the transformer, class tokens first, then the kept patch tokens.
+
+        video: ``[B, T, H, W, 3]``; keep: ``[B, N_keep]`` or None. Returns ``(x, nt)``: joint ``x`` is
+        ``[B, nt + N_keep, D]``, factorised ``[B, nt, 1 + N_keep / nt, D]``.
+        """
+        x = self.embed(video)  # [B, nt, nh, nw, D]
+        b, nt, nh, nw, d = x.shape
+        if nh * nw != self.pos_space.shape[0]:
+            raise ValueError(f"frames give {nh}x{nw} patches; the model was built for {self.pos_space.shape[0]}")
+        pos_time = resample_time(self.pos_time[...], nt)[:, None]  # [nt, 1, D]
+        x = (x.reshape(b, nt, nh * nw, d) + self.pos_space[...] + pos_time).reshape(b, nt * nh * nw, d)
+        if keep is not None:
+            x = jnp.take_along_axis(x, jnp.asarray(keep)[:, :, None], axis=1)  # only kept tokens go further
+        cls = jnp.broadcast_to(self.cls[...] + self.pos_cls[...] + pos_time[:, 0], (b, nt, d))
+        if self.attention == "factorised":
+            return jnp.concatenate([cls[:, :, None], x.reshape(b, nt, -1, d)], axis=2), nt
+        return jnp.concatenate([cls, x], axis=1), nt
+
+    def __call__(self, video: jax.Array, keep: jax.Array | None = None) -> jax.Array:
+        """video: ``[B, T, H, W, 3]`` → ``[B, embed_dim]``; ``keep`` as in ``tokens``."""
+        x, nt = self.tokens(video, keep)
+        x = self.ln_pre(x)
+        if self.attention == "factorised":
+            b, _, n, d = x.shape
+            for block, gate in zip(self.blocks, self.temporal, strict=True):
+                x = block(x.reshape(b * nt, n, d)).reshape(b, nt, n, d)  # space: each slice on its own
+                x = x.transpose(0, 2, 1, 3).reshape(b * n, nt, d)  # time: each position on its own
+                x = gate(x).reshape(b, n, nt, d).transpose(0, 2, 1, 3)
+            pooled = x[:, :, 0].mean(1) if self.pool == "cls" else x[:, :, 1:].mean((1, 2))
+        else:
+            for block in self.blocks:
+                x = block(x)
+            pooled = x[:, :nt].mean(1) if self.pool == "cls" else x[:, nt:].mean(1)
+        return self.head(self.ln_post(pooled))
+
+
+# ---------------------------------------------------------------------------------------------------
+# A small text tower for training from scratch
+
+
+class SmallTextTower(nnx.Module):
+    """Tokens → embeddings + positions → a few pre-LN blocks → mean over real tokens → norm → projection."""
+
+    def __init__(
+        self,
+        *,
+        width: int,
+        depth: int,
+        heads: int,
+        mlp: int,
+        embed_dim: int,
+        length: int,
+        tokens: str = "bytes",
+        rngs: nnx.Rngs,
+    ) -> None:
+        self.length = length
+        self.tokens = tokens
+        # Unit-variance token embeddings, as the torch twin (see its comment for why).
+        self.token = Embedding(BYTE_VOCAB if tokens == "bytes" else WORD_BUCKETS, width, std=1.0, rngs=rngs)
+        self.pos = nnx.Param(_trunc_normal(rngs, (length, width)))
+        self.blocks = nnx.List([Block(width, heads, mlp, "gelu", rngs=rngs) for _ in range(depth)])
+        self.ln = LayerNorm(width)
+        self.head = Linear(width, embed_dim, bias=False, rngs=rngs)
+
+    def tokenize(self, texts: list[str]) -> dict[str, np.ndarray]:
+        if self.tokens == "bytes":
+            return byte_tokenize(texts, self.length)
+        return word_tokenize(texts, self.length)
+
+    def __call__(self, ids: jax.Array, mask: jax.Array, shift: jax.Array | None = None) -> jax.Array:
+        """ids, mask: ``[B, L]`` → ``[B, embed_dim]``; ``shift`` ``[B]`` starts each text's positions there."""
+        positions = jnp.arange(ids.shape[1])
+        if shift is not None:
+            positions = jnp.minimum(jnp.asarray(shift)[:, None] + positions, self.length - 1)
+        x = self.token(ids) + self.pos[...][positions]
+        mask = jnp.asarray(mask, jnp.bool_)
+        for block in self.blocks:
+            x = block(x, key_mask=mask)
+        m = mask[:, :, None].astype(x.dtype)
+        return self.head(self.ln((x * m).sum(1) / m.sum(1)))
+
+
+# ---------------------------------------------------------------------------------------------------
+# CLIP's text tower (Radford et al. 2021), with the module names of Hugging Face's CLIPTextModel
+
+
+class ClipAttention(nnx.Module):
+    def __init__(self, width: int, heads: int, *, rngs: nnx.Rngs) -> None:
+        self.heads = heads
+        self.q_proj = Linear(width, width, rngs=rngs)
+        self.k_proj = Linear(width, width, rngs=rngs)
+        self.v_proj = Linear(width, width, rngs=rngs)
+        self.out_proj = Linear(width, width, rngs=rngs)
+
+    def __call__(self, x: jax.Array, bias: jax.Array) -> jax.Array:
+        b, n, d = x.shape
+
+        def split(y: jax.Array) -> jax.Array:
+            return y.reshape(b, n, self.heads, d // self.heads)
+
+        out = attention(split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x)), bias)
+        return self.out_proj(out.reshape(b, n, d))
+
+
+class ClipLayer(nnx.Module):
+    def __init__(self, width: int, heads: int, mlp: int, act: str, eps: float, *, rngs: nnx.Rngs) -> None:
+        self.layer_norm1 = LayerNorm(width, eps)
+        self.self_attn = ClipAttention(width, heads, rngs=rngs)
+        self.layer_norm2 = LayerNorm(width, eps)
+        self.mlp = Mlp(width, mlp, act, rngs=rngs)
+
+    def __call__(self, x: jax.Array, bias: jax.Array) -> jax.Array:
+        x = x + self.self_attn(self.layer_norm1(x), bias)
+        return x + self.mlp(self.layer_norm2(x))
+
+
+class ClipEmbeddings(nnx.Module):
+    def __init__(self, vocab: int, positions: int, width: int, *, rngs: nnx.Rngs) -> None:
+        self.token_embedding = Embedding(vocab, width, rngs=rngs)
+        self.position_embedding = Embedding(positions, width, rngs=rngs)
+
+
+class ClipEncoder(nnx.Module):
+    def __init__(self, layers: list[ClipLayer]) -> None:
+        self.layers = nnx.List(layers)
+
+
+class ClipTextTransformer(nnx.Module):
+    """Causal transformer over BPE tokens; the output is the final-normed state at the end-of-text token."""
+
+    def __init__(self, config: Any, *, rngs: nnx.Rngs) -> None:
+        c = config
+        if c.hidden_act not in ACTIVATIONS:
+            raise UsageError(f"videofirst: CLIP text activation {c.hidden_act!r} is not supported ({', '.join(ACTIVATIONS)})")
+        self.eos_token_id = int(c.eos_token_id)
+        self.embeddings = ClipEmbeddings(c.vocab_size, c.max_position_embeddings, c.hidden_size, rngs=rngs)
+        self.encoder = ClipEncoder(
+            [
+                ClipLayer(c.hidden_size, c.num_attention_heads, c.intermediate_size, c.hidden_act, c.layer_norm_eps, rngs=rngs)
+                for _ in range(c.num_hidden_layers)
+            ]
+        )
+        self.final_layer_norm = LayerNorm(c.hidden_size, c.layer_norm_eps)
+
+    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
+        """input_ids, attention_mask: ``[B, L]`` → pooled ``[B, width]``."""
+        b, n = input_ids.shape
+        x = self.embeddings.token_embedding(input_ids) + self.embeddings.position_embedding(jnp.arange(n))[None]
+        causal = jnp.tril(jnp.ones((n, n), jnp.bool_))[None]
+        allowed = causal & jnp.asarray(attention_mask, jnp.bool_)[:, None, :]  # [B, L, L]
+        bias = jnp.where(allowed, 0.0, _MASKED)[:, None]  # [B, 1, L, L]
+        for layer in self.encoder.layers:
+            x = layer(x, bias)
+        x = self.final_layer_norm(x)
+        # Hugging Face's rule: the first end-of-text token; checkpoints whose eos id is the legacy 2
+        # take the largest id instead (OpenAI's vocabulary puts end-of-text last).
+        if self.eos_token_id == 2:
+            where = jnp.argmax(input_ids, axis=-1)
+        else:
+            where = jnp.argmax((input_ids == self.eos_token_id).astype(jnp.int32), axis=-1)
+        return x[jnp.arange(b), where]
+
+
+class ClipTextTower(nnx.Module):
+    """CLIP's text transformer and projection, with its tokenizer: texts → ``[B, projection_dim]``."""
+
+    def __init__(self, text_config: Any, projection_dim: int, tokenizer: Any, *, rngs: nnx.Rngs) -> None:
+        self.text_model = ClipTextTransformer(text_config, rngs=rngs)
+        self.projection = Linear(text_config.hidden_size, projection_dim, bias=False, rngs=rngs)
+        self.tokenizer = tokenizer
+        self.length = int(text_config.max_position_embeddings)
+
+    def tokenize(self, texts: list[str]) -> dict[str, np.ndarray]:
+        return clip_tokenize(self.tokenizer, texts, self.length)
+
+    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
+        return self.projection(self.text_model(input_ids, attention_mask))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The dual encoder
+
+
+class DualEncoder(nnx.Module):
+    """A video tower and (optionally) a text tower mapping into one space, with CLIP's learnable temperature."""
+
+    def __init__(self, video: VideoTransformer, text: nnx.Module | None, logit_scale: float = math.log(1 / 0.07)):
+        self.video = video
+        self.text = text
+        self.logit_scale = nnx.Param(jnp.asarray(logit_scale, jnp.float32))
+
+    def encode_text(self, texts: list[str]) -> jax.Array:
+        """texts → ``[B, E]`` (not jitted; ``encoder.py`` jits the towers)."""
+        if self.text is None:
+            raise ValueError("this model has no text tower")
+        return self.text(**{k: jnp.asarray(v) for k, v in self.text.tokenize(texts).items()})
+
+
+# ---------------------------------------------------------------------------------------------------
+# The checkpoint's tensors, out of and into a model
+
+
+def _name(path: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def state_arrays(model: nnx.Module) -> dict[str, np.ndarray]:
+    """Every parameter as ``float32`` numpy, under its checkpoint name (``video.blocks.0.attn.qkv.weight``)."""
+    return {
+        _name(path): np.asarray(jax.device_get(var.get_value()), dtype=np.float32)
+        for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param))
+    }
+
+
+def load_arrays(model: nnx.Module, arrays: dict[str, np.ndarray], path: Any = "<arrays>") -> None:
+    """Set every parameter of ``model`` from ``arrays`` (in place), refusing with one line naming ``path``
+    unless every name and shape fits."""
+    state = nnx.state(model, nnx.Param)
+    flat = nnx.to_flat_state(state)
+    check_tensors({_name(p): tuple(v.shape) for p, v in flat}, arrays, path)
+    for p, var in flat:
+        var.set_value(jnp.asarray(arrays[_name(p)], jnp.float32))
+    nnx.update(model, nnx.from_flat_state(flat))

@@ -1,0 +1,132 @@
+"""The files of a training run's folder, the same for the torch and the JAX trainer.
+
+``train_config.json`` (the options), ``metrics.jsonl`` (one record per ``log_every`` steps, written by
+process 0), resumable checkpoints ``step-<s>.safetensors`` (weights, ``checkpoint.py``'s layout, so any of
+them runs in ``vfeval run``) with ``step-<s>.state.safetensors`` beside it (the optimizer's state), and
+``final.safetensors``. Each is written to a temporary name and renamed into place, weights first, so a
+run killed while writing leaves a whole checkpoint or none. Backend-neutral: nothing here imports a
+framework.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vfeval.errors import UsageError
+
+FINAL = "final.safetensors"
+METRICS = "metrics.jsonl"
+CONFIG = "train_config.json"
+FREE_ON_RESUME = {"resume", "log_every", "checkpoint_every", "keep_checkpoints", "data.num_workers", "data.cache"}
+"""Options that do not change which weights a run reaches: they may differ when a run is resumed."""
+_STEP = re.compile(r"^step-(\d+)\.state\.safetensors$")
+
+
+def weights_path(folder: Path, step: int) -> Path:
+    return folder / f"step-{step:07d}.safetensors"
+
+
+def state_path(folder: Path, step: int) -> Path:
+    return folder / f"step-{step:07d}.state.safetensors"
+
+
+def atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` then rename ``tmp`` to ``path``: readers see the old file or the whole new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def latest_step(folder: Path) -> int | None:
+    """The newest step with both files of a checkpoint in ``folder``, or None."""
+    steps = [
+        int(m.group(1))
+        for p in folder.glob("step-*.state.safetensors")
+        if (m := _STEP.match(p.name)) and weights_path(folder, int(m.group(1))).is_file()
+    ]
+    return max(steps, default=None)
+
+
+def prune(folder: Path, keep: int) -> None:
+    """Delete all but the ``keep`` newest checkpoints (``keep`` 0 keeps all)."""
+    if keep <= 0:
+        return
+    steps = sorted(int(m.group(1)) for p in folder.glob("step-*.state.safetensors") if (m := _STEP.match(p.name)))
+    for step in steps[:-keep]:
+        state_path(folder, step).unlink(missing_ok=True)
+        weights_path(folder, step).unlink(missing_ok=True)
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_same_run(saved: dict[str, Any], now: dict[str, Any], folder: Path) -> None:
+    """Refuse to resume a run with options that would change the weights it reaches."""
+    a, b = _flat(saved), _flat(now)
+    differ = sorted(k for k in set(a) | set(b) if k not in FREE_ON_RESUME and a.get(k) != b.get(k))
+    if differ:
+        shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in differ[:4])
+        raise UsageError(
+            f"cannot resume {folder}: the config differs from the run's ({shown}); "
+            "use the same options or another name"
+        )
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Keep the records up to ``step``: a resumed run rewrites those after its checkpoint. A last line without
+    its newline is a record cut off by a kill while it was written (always after ``step``): it is dropped."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")[:-1]  # the torn tail goes
+    kept = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            raise UsageError(f"{path}: line {number} is not a metrics record; delete that line to resume the run")
+        if record["step"] <= step:
+            kept.append(line)
+    atomic(path, lambda tmp: tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8"))
+
+
+def append_metrics(path: Path, record: dict[str, Any]) -> None:
+    """One record as one line, flushed before the call returns."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+@contextlib.contextmanager
+def progress_bar(show: bool, total: int, start: int, name: str):
+    """A rich progress bar on process 0 (loss, lr, clips/s); elsewhere a stand-in that shows nothing."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn(f"train {name}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  {task.fields[rate]:.1f} clips/s"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not show,
+    )
+    task = progress.add_task("train", total=total, completed=start, loss=float("nan"), lr=0.0, rate=0.0)
+    with progress:
+        yield progress, task

@@ -1,0 +1,153 @@
+"""The identity of a file's content, cheap to ask again: what lets a cache tell a replaced video from the one
+it answered, and a result name the task files it was scored against.
+
+    index = ContentIndex(sqlite3.connect(".vfeval_cache/vfeval.sqlite"))
+    ids = index.identify(["videos/a.mp4", "videos/b.mp4"])   # {"videos/a.mp4": "sha256:9f86d0...", ...}
+
+An identity is ``"sha256:<hex>"``, the SHA-256 of the whole file. Hashing a file is done once: the digest is
+remembered in a SQLite table (next to the answer cache, in the same file) under the file's real path with its
+size and modification time in nanoseconds, and asking again costs one ``stat`` and a lookup. A file whose
+size or mtime changed is hashed again.
+
+Why the whole file and not a sample of its chunks (say the first, middle and last MiB): a video fixed in place
+(a repaired byte range, a re-muxed stream of the same size) can differ only between the sampled chunks, and a
+cache that misses that answers from the old file, which is the failure this module exists to prevent. The
+price is measured by ``bench/cache.py``: SHA-256 runs at about 1 GB/s on one core (hashed in a few threads),
+a small fraction of what decoding the same files costs, and paid once per file.
+
+A digest is remembered only when the file's mtime is at least ``RACY_SECONDS`` older than the moment hashing
+began. A file rewritten within the same timestamp tick as it was hashed (filesystems with coarse clocks) could
+otherwise keep its size and mtime with new content; such a file is simply hashed again next time (git's
+"racily clean" rule).
+
+Files that cannot be hashed get an identity that says why (``"missing"``, ``"unreadable: <reason>"``), so a
+cached failure is reused only while the file stays missing or unreadable, and recomputed once it appears.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from vfeval.hashing import sha256_file
+
+RACY_SECONDS = 2.0
+MISSING = "missing"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS file_digests (
+    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, digest TEXT NOT NULL, hashed REAL);
+"""
+
+
+def file_digest(path: str | Path) -> str:
+    """``"sha256:<hex>"`` of the bytes of the file at ``path`` (raises OSError if it cannot be read).
+
+    hashlib releases the GIL on large buffers, so threads hash several files in parallel."""
+    return "sha256:" + sha256_file(path).hexdigest()
+
+
+def file_hashes(files: Mapping[str, str | Path]) -> dict[str, str]:
+    """``{label: "sha256:<hex>"}`` of task files (annotations, answers, event lists), for a protocol record.
+
+    Every file must exist: a task lists only the files it reads.
+    """
+    return {label: file_digest(Path(path)) for label, path in sorted(files.items())}
+
+
+@dataclass
+class IdentityStats:
+    files: int = 0
+    """Distinct files asked about."""
+    hashed: int = 0
+    """Files read and hashed (new, changed, or too recently modified to be remembered)."""
+    bytes_hashed: int = 0
+    seconds: float = 0.0
+    """Wall time of ``identify`` calls, stat and lookups included."""
+
+
+class ContentIndex:
+    """Content identities of files, each hashed once per (real path, size, mtime)."""
+
+    def __init__(self, db: sqlite3.Connection, workers: int | None = None) -> None:
+        self.db = db
+        self.db.executescript(_SCHEMA)
+        self.workers = workers or min(8, os.cpu_count() or 1)
+        self.stats = IdentityStats()
+
+    def identify(self, paths: Iterable[str]) -> dict[str, str]:
+        """``{path: identity}`` for each distinct path (as given; resolved to its real path for the memo)."""
+        start = time.perf_counter()
+        began_ns = time.time_ns()
+        out: dict[str, str] = {}
+        probes: dict[str, tuple[str, int, int]] = {}  # path -> (real path, size, mtime_ns)
+        for path in dict.fromkeys(paths):
+            real = os.path.realpath(path)
+            try:
+                st = os.stat(real)
+            except FileNotFoundError:
+                out[path] = MISSING
+                continue
+            except OSError as exc:
+                out[path] = f"unreadable: {exc.strerror or type(exc).__name__}"
+                continue
+            probes[path] = (real, st.st_size, st.st_mtime_ns)
+        known = self._lookup({real for real, _, _ in probes.values()})
+        todo: dict[str, tuple[str, int, int]] = {}
+        for path, probe in probes.items():
+            real, size, mtime_ns = probe
+            hit = known.get(real)
+            if hit is not None and hit[:2] == (size, mtime_ns):
+                out[path] = hit[2]
+            else:
+                todo[path] = probe
+        if todo:
+            self._hash(todo, out, began_ns)
+        self.stats.files += len(out)
+        self.stats.seconds += time.perf_counter() - start
+        return out
+
+    def _lookup(self, reals: set[str]) -> dict[str, tuple[int, int, str]]:
+        found: dict[str, tuple[int, int, str]] = {}
+        items = sorted(reals)
+        for i in range(0, len(items), 500):
+            chunk = items[i : i + 500]
+            rows = self.db.execute(
+                f"SELECT path, size, mtime_ns, digest FROM file_digests WHERE path IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            found.update({path: (size, mtime_ns, digest) for path, size, mtime_ns, digest in rows})
+        return found
+
+    def _hash(self, todo: dict[str, tuple[str, int, int]], out: dict[str, str], began_ns: int) -> None:
+        def one(real: str) -> str:
+            try:
+                return file_digest(real)
+            except FileNotFoundError:  # removed between stat and read
+                return MISSING
+            except OSError as exc:
+                return f"unreadable: {exc.strerror or type(exc).__name__}"
+
+        reals = sorted({real for real, _, _ in todo.values()})
+        if len(reals) > 1 and self.workers > 1:
+            with ThreadPoolExecutor(min(self.workers, len(reals))) as pool:
+                digests = dict(zip(reals, pool.map(one, reals)))
+        else:
+            digests = {real: one(real) for real in reals}
+        settled = began_ns - int(RACY_SECONDS * 1e9)
+        rows = []
+        for path, probe in todo.items():
+            out[path] = digests[probe[0]]
+        for real, size, mtime_ns in set(todo.values()):
+            if digests[real].startswith("sha256:") and mtime_ns <= settled:
+                rows.append((real, size, mtime_ns, digests[real], time.time()))
+        self.stats.hashed += len(reals)
+        self.stats.bytes_hashed += sum(size for _, size, _ in set(todo.values()))
+        if rows:
+            with self.db:
+                self.db.execute("BEGIN")
+                self.db.executemany("INSERT OR REPLACE INTO file_digests VALUES (?,?,?,?,?)", rows)
