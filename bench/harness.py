@@ -46,7 +46,7 @@ class Figure:
     def __post_init__(self) -> None:
         self.met = meets(self.value, self.target) if self.target else None
 
-    def line(self, width: int = 56) -> str:
+    def line(self, width: int = 64) -> str:
         spread = f"[{self.low:.3g} - {self.high:.3g}]" if self.rounds > 1 else "(1 round)"
         verdict = "" if self.met is None else ("  target " + self.target + (" met" if self.met else " NOT met"))
         return f"{self.name:<{width}} {self.value:9.3g} {self.unit:<7} {spread:<20}{verdict}"
@@ -150,7 +150,7 @@ def machine() -> dict[str, object]:
 
 def print_figures(title: str, figures: list[Figure]) -> None:
     print(title)
-    print(f"{'figure':<56} {'value':>9} {'unit':<7} {'spread (per round)':<20}")
+    print(f"{'figure':<64} {'value':>9} {'unit':<7} {'spread (per round)':<20}")
     for f in figures:
         print(f.line())
 

@@ -4,10 +4,13 @@
     python bench/metrics.py --n 2000 --repeats 1
 
 Random unit embeddings; one caption per video for the square case, as MSR-VTT 1k-A but ten times larger.
-BLAS and OpenMP are held to one thread (set before numpy is imported) so the figures are per core. Each
-stage is timed on its own, best of --repeats: ``similarity`` (float64 matmul + exact rounding of the
-undecided entries), ``ranks`` (text-to-video, and video-to-text among all captions and among videos),
-then ``retrieval_metrics`` and ``retrieval_metrics_with_ci`` (1000 resamples).
+BLAS and OpenMP are held to one thread (set before numpy is imported) so the figures are per core.
+``similarity`` (a float64 matmul + exact rounding of the few undecided entries) is timed in the same
+interleaved rounds as a plain float32 and a plain float64 matmul of the same shape, and reported as ratios
+to both: the float64 matmul is the floor of a similarity whose every entry is the correctly rounded dot
+product (what keeps scores independent of batching), and it costs about twice a float32 one on an AVX2
+CPU. Then ``ranks`` (text-to-video, and video-to-text among all captions and among videos),
+``retrieval_metrics`` and ``retrieval_metrics_with_ci`` (1000 resamples), best of --repeats.
 """
 
 from __future__ import annotations
@@ -18,10 +21,9 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
+from harness import best, interleaved, print_figures, ratio, write_json  # noqa: E402
 
 from vfeval.metrics.retrieval import (  # noqa: E402
     retrieval_metrics,
@@ -32,51 +34,59 @@ from vfeval.metrics.retrieval import (  # noqa: E402
 )
 
 
-def best_of(repeats: int, fn: Callable[[], object]) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--n", type=int, default=10_000, help="texts = videos")
     parser.add_argument("--dim", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds, after one warm-up round")
+    parser.add_argument("--json", help="also write the figures to this JSON file (for bench/run_all.py)")
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
     text = rng.standard_normal((args.n, args.dim)).astype(np.float32)
     video = rng.standard_normal((args.n, args.dim)).astype(np.float32)
     text_video = np.arange(args.n)
+    t32, v32 = text, np.ascontiguousarray(video.T)
+    t64, v64 = text.astype(np.float64), np.ascontiguousarray(video.T.astype(np.float64))
+    sim = similarity(text, video)
 
-    t_sim, sim = best_of(args.repeats, lambda: similarity(text, video))
-    rows = [("similarity [T, V]", t_sim)]
-    for label, fn in [
-        ("ranks text-to-video", lambda: text_to_video(sim, text_video)),
-        ("ranks video-to-text (among captions)", lambda: video_to_text(sim, text_video)),
-        ("ranks video-to-text (among videos)", lambda: video_to_text(sim, text_video, among="videos")),
-    ]:
-        t_rank, r = best_of(args.repeats, fn)
-        t_metrics, _ = best_of(args.repeats, lambda r=r: retrieval_metrics(r))
-        t_ci, _ = best_of(1, lambda r=r: retrieval_metrics_with_ci(r, seed=0))
-        rows += [
-            (label, t_rank),
-            ("  + retrieval_metrics", t_metrics),
-            ("  + metrics with CI (1000 resamples)", t_ci),
-        ]
-
-    print(
-        f"retrieval scoring, {args.n} texts x {args.n} videos, D={args.dim}, 1 thread, best of {args.repeats}"
+    # The similarity and its two references, in the same rounds.
+    times = interleaved(
+        {"similarity": lambda: similarity(text, video), "sgemm": lambda: t32 @ v32, "dgemm": lambda: t64 @ v64},
+        args.repeats,
     )
-    print(f"{'stage':<40} {'seconds':>9}")
-    for label, seconds in rows:
-        print(f"{label:<40} {seconds:>9.3f}")
+    stages = interleaved(
+        {
+            "ranks text-to-video": lambda: text_to_video(sim, text_video),
+            "ranks video-to-text (among captions)": lambda: video_to_text(sim, text_video),
+            "ranks video-to-text (among videos)": lambda: video_to_text(sim, text_video, among="videos"),
+        },
+        args.repeats,
+    )
+    r = text_to_video(sim, text_video)
+    metric_times = interleaved({"retrieval_metrics": lambda: retrieval_metrics(r)}, args.repeats)
+    ci_times = interleaved({"ci": lambda: retrieval_metrics_with_ci(r, seed=0)}, 1, warmup=0)
+    shape = f"{args.n}x{args.dim} @ {args.dim}x{args.n}"
+    note = "1 thread, same process, interleaved rounds"
+    figures = [
+        ratio(f"similarity / float32 matmul ({shape})", times["similarity"], times["sgemm"], target="<= 1.5",
+              note=note),
+        ratio(f"similarity / float64 matmul ({shape})", times["similarity"], times["dgemm"], note=note),
+        ratio("float64 / float32 matmul (the floor of an exact similarity)", times["dgemm"], times["sgemm"],
+              note=note),
+        best("similarity [T, V]", times["similarity"], note=note),
+        best("float32 matmul", times["sgemm"], note=note),
+    ]
+    figures += [best(label, t, note=note) for label, t in stages.items()]
+    figures += [
+        best("retrieval_metrics (text-to-video ranks)", metric_times["retrieval_metrics"], note=note),
+        best("retrieval_metrics_with_ci (1000 resamples)", ci_times["ci"], note="1 run"),
+    ]
+    print_figures(f"retrieval scoring, {args.n} texts x {args.n} videos, D={args.dim}, 1 thread, "
+                  f"best of {args.repeats} interleaved rounds", figures)
+    write_json(args.json, "metrics", figures)
 
 
 if __name__ == "__main__":

@@ -13,18 +13,18 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from vfeval_baselines import tiny_models  # noqa: E402
-from vfeval_baselines.captioners import (  # noqa: E402
+from vfeval_baselines.aggregators.llm import LLMConfig, make_llm  # noqa: E402
+from vfeval_baselines.encoders.captioners import (  # noqa: E402
     HFImageCaptionerConfig,
     RetrievalCaptionerConfig,
     frame_indices,
     make_hf_image_captioner,
     make_retrieval,
 )
-from vfeval_baselines.llm import LLMConfig, make_llm  # noqa: E402
-from vfeval_baselines.precomputed import PrecomputedConfig, make_precomputed  # noqa: E402
+from vfeval_baselines.encoders.precomputed import PrecomputedConfig, make_precomputed  # noqa: E402
 from vfeval_baselines.prompts import Timed  # noqa: E402
 
+from vfeval import testing_models  # noqa: E402
 from vfeval.config import load_run_config  # noqa: E402
 from vfeval.errors import UsageError  # noqa: E402
 from vfeval.requests import VideoWindow  # noqa: E402
@@ -83,7 +83,7 @@ def write_bank(path: Path) -> Path:
 def lm_dir(tmp_path_factory):
     texts = ["a red square appears", "Question: Which colour appeared first? Answer: B. red",
              "Below are descriptions of consecutive parts of a video, each with its time span in seconds."]
-    return tiny_models.build_causal_lm(tmp_path_factory.mktemp("lm"), texts, arch="llama", context=512)
+    return testing_models.build_causal_lm(tmp_path_factory.mktemp("lm"), texts, arch="llama", context=512)
 
 
 def run_config(tmp_path: Path, body: str, overrides: list[str], host):
@@ -217,7 +217,7 @@ def test_precomputed_jsonl_captions_are_cut_to_the_window(tmp_path):
 
 
 def test_hf_image_captioner_captions_the_middle_frame_of_each_segment(tmp_path):
-    model_dir = tiny_models.build_image_captioner(tmp_path / "cap", ["a red square", "a blue circle on grey"])
+    model_dir = testing_models.build_image_captioner(tmp_path / "cap", ["a red square", "a blue circle on grey"])
     captioner = make_hf_image_captioner(HFImageCaptionerConfig(model=str(model_dir), max_new_tokens=6))
     rng = np.random.default_rng(0)
     clips = [rng.integers(0, 255, (5, 32, 32, 3), dtype=np.uint8) for _ in range(3)]

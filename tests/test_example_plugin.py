@@ -1,8 +1,8 @@
 """Third-party plugins as users meet them: installed from a distribution, found through the entry point.
 
 The example plugin (plugins/example) is built and pip-installed, non-editable, into a virtual environment
-that sees this environment's packages; its encoder, task and command are then used through ``python -m
-vfeval`` in that environment. Broken plugins are fake installed distributions (a ``.dist-info`` folder on
+that sees the active environment's packages (however that environment was made); its encoder, task and
+command are then used through ``python -m vfeval`` in that environment. Broken plugins are fake installed distributions (a ``.dist-info`` folder on
 PYTHONPATH), which is all ``importlib.metadata`` needs to find their entry points.
 """
 
@@ -24,6 +24,7 @@ from vfeval.testing import write_video
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "plugins" / "example"
+EGO = REPO / "configs" / "egoschema.yaml"
 FIRST_PARTY = "core,baselines,benchmarks"
 
 # The pixel baseline's prototypes, so the colour each video shows is unambiguous.
@@ -46,6 +47,12 @@ def vfeval(python: str | Path, *args: str, env: dict[str, str], cwd: Path | None
 # -- the example plugin, installed ---------------------------------------------------------------------
 
 
+def active_site_dirs() -> list[str]:
+    """The site-packages folders of the interpreter running the tests, in its own order: a virtualenv's, or
+    the system's when the tests run outside one."""
+    return [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages") and Path(p).is_dir()]
+
+
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory) -> Path:
     """The python of a fresh virtual environment with vfeval-example pip-installed (non-editable)."""
@@ -54,13 +61,18 @@ def venv(tmp_path_factory) -> Path:
     src = shutil.copytree(
         EXAMPLE, tmp / "src", ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__")
     )
-    # --system-site-packages: vfeval and its dependencies come from this environment, and so does pip.
-    subprocess.run(
-        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(tmp / "venv")],
-        check=True,
-        timeout=120,
-    )
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp / "venv")], check=True, timeout=120)
     python = tmp / "venv" / "bin" / "python"
+    # The new environment sees the ACTIVE environment's packages (vfeval, its dependencies, pip, setuptools)
+    # after its own, whether that is a virtualenv or the system interpreter: a .pth line that adds each of its
+    # site folders, .pth files included (editable installs are .pth files). `--system-site-packages` would
+    # expose the base interpreter's instead, which inside a virtualenv is the wrong one.
+    own_site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.strip()
+    lines = [f"import site; site.addsitedir({d!r})" for d in active_site_dirs()]
+    (Path(own_site) / "zz_active_environment.pth").write_text("\n".join(lines) + "\n")
     res = subprocess.run(
         [
             str(python),
@@ -68,7 +80,7 @@ def venv(tmp_path_factory) -> Path:
             "pip",
             "install",
             "--no-deps",
-            "--no-build-isolation",
+            "--no-build-isolation",  # the build backend is the active environment's (no download)
             "--no-input",
             "--disable-pip-version-check",
             str(src),
@@ -393,18 +405,34 @@ from vfeval.specs import EncoderSpec
 
 @hookimpl
 def register_encoders(register):
-    register(EncoderSpec(name={name!r}, factory="vfeval_baselines.pixel:make_encoder"))
+    register(EncoderSpec(name={name!r}, factory="vfeval_baselines.encoders.pixel:make_encoder"))
 """
 
 
-def test_two_plugins_registering_one_name_is_an_error_naming_both(tmp_path):
+def test_two_plugins_registering_one_name_make_only_that_name_unusable(tmp_path, ego_answers_root):
     site = fake_distribution(
         tmp_path / "site",
         "twins",
         {"twin_a": "twin_a_mod", "twin_b": "twin_b_mod"},
         {"twin_a_mod": encoder_plugin("twin-encoder"), "twin_b_mod": encoder_plugin("twin-encoder")},
     )
-    res = vfeval(sys.executable, "ls", env=site_env(site, "twin_a,twin_b"))
+    env = site_env(site, "twin_a,twin_b")
+    res = vfeval(sys.executable, "ls", env=env)  # everything else still lists...
+    assert res.returncode == 0, res.stderr
+    assert "egoschema" in res.stdout and "pixel" in res.stdout
+    row = next(line for line in res.stdout.splitlines() if "twin-encoder" in line)
+    assert "twin_a" in row and "twin_b" in row and "unusable" in row
+    res = vfeval(sys.executable, "plugins", env=env)
+    assert res.returncode == 0, res.stderr
+    assert "'twin-encoder' unusable: also registered by twin_b" in res.stdout
+
+    # ...and runs that use neither work, while the contested name is one line naming both plugins.
+    outputs = [f"output.dir={tmp_path / 'runs'}", f"output.cache_dir={tmp_path / 'cache'}"]
+    res = vfeval(sys.executable, "run", str(EGO), f"task.root={ego_answers_root}", "pipeline.encoder.name=hashed-text",
+                 "pipeline.aggregator.name=constant", *outputs, env=env)
+    assert res.returncode == 0, res.stderr
+    res = vfeval(sys.executable, "run", str(EGO), f"task.root={ego_answers_root}",
+                 "pipeline.encoder.name=twin-encoder", *outputs, env=env)
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1
@@ -415,10 +443,32 @@ def test_two_plugins_registering_one_name_is_an_error_naming_both(tmp_path):
     assert res.returncode == 0 and "twin-encoder" in res.stdout and "twin_b" in res.stdout
 
 
+def test_strict_plugins_make_a_contested_name_fatal(tmp_path):
+    site = fake_distribution(
+        tmp_path / "site", "imposter", {"imposter": "imposter_mod"}, {"imposter_mod": encoder_plugin("pixel")}
+    )
+    res = vfeval(sys.executable, "ls", env=site_env(site, "imposter", VFEVAL_STRICT_PLUGINS="1"))
+    assert res.returncode == 2
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert "'pixel'" in res.stderr and "'baselines'" in res.stderr and "'imposter'" in res.stderr
+
+
 def test_a_plugin_cannot_take_a_first_party_name(tmp_path):
     site = fake_distribution(
         tmp_path / "site", "imposter", {"imposter": "imposter_mod"}, {"imposter_mod": encoder_plugin("pixel")}
     )
-    res = vfeval(sys.executable, "ls", env=site_env(site, "imposter"))
+    env = site_env(site, "imposter")
+    res = vfeval(sys.executable, "run", str(EGO), f"task.root={tmp_path}", env=env)  # egoschema.yaml uses pixel
     assert res.returncode == 2
     assert "'pixel'" in res.stderr and "'baselines'" in res.stderr and "'imposter'" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_asking_for_what_a_broken_plugin_registers_says_it_failed_and_why(broken_site, tmp_path):
+    config = run_config(tmp_path)  # csv-mc, a task of the example plugin, which is not installed here
+    res = vfeval(sys.executable, "run", str(config), f"task.root={tmp_path}", env=site_env(broken_site, "broken"))
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in res.stderr
+    assert "unknown task 'csv-mc'" in lines[0]
+    assert "plugin 'broken' failed" in lines[0] and "ImportError" in lines[0] and "libfoo 9" in lines[0]

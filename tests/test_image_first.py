@@ -49,7 +49,7 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 def test_segments_with_mean_pooling_on_egoschema(tmp_path, host):
     """configs/baselines/egoschema_segments.yaml: each segment encoded alone, the mean of unit embeddings."""
-    from vfeval_baselines.pixel import PixelColourEncoder
+    from vfeval_baselines.encoders.pixel import PixelColourEncoder
 
     from vfeval.video.reader import read_window
 
@@ -84,18 +84,18 @@ def clip_dir(tmp_path_factory):
     """A tiny random CLIP; torch runs on one thread meanwhile (tiny models are fastest so on small machines)."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from vfeval_baselines import tiny_models
+    from vfeval import testing_models
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield tiny_models.build_clip(tmp_path_factory.mktemp("clip"))
+    yield testing_models.build_clip(tmp_path_factory.mktemp("clip"))
     torch.set_num_threads(threads)
 
 
 def test_hf_clip_mean_pools_unit_frame_embeddings(clip_dir):
     import torch
     from transformers import AutoProcessor, CLIPModel
-    from vfeval_baselines.clip import HFClipConfig, make_hf_clip
+    from vfeval_baselines.encoders.clip import HFClipConfig, make_hf_clip
 
     encoder = make_hf_clip(HFClipConfig(model=str(clip_dir), batch_size=3))
     model, processor = CLIPModel.from_pretrained(clip_dir).eval(), AutoProcessor.from_pretrained(clip_dir)
@@ -133,7 +133,7 @@ def test_hf_clip_through_the_runner_with_segments_and_mean(tmp_path, host, clip_
 
 
 def test_hf_clip_missing_weights_is_one_clear_error(tmp_path, clip_dir):
-    from vfeval_baselines.clip import HFClipConfig, make_hf_clip
+    from vfeval_baselines.encoders.clip import HFClipConfig, make_hf_clip
 
     from vfeval.errors import UsageError
 
@@ -147,7 +147,11 @@ def test_attention_pooler_starts_as_mean_and_learns_to_pass_over_distractor_segm
     """Each video: one segment that shows its caption's content, five distractors that share a marker
     direction. Mean pooling drowns the content; the learned query finds the marker and looks away."""
     pytest.importorskip("torch")
-    from vfeval_baselines.attention import AttentionPoolAggregator, AttentionPoolConfig, train_pooler
+    from vfeval_baselines.aggregators.attention import (
+        AttentionPoolAggregator,
+        AttentionPoolConfig,
+        train_pooler,
+    )
 
     from vfeval.aggregators import MeanAggregator
 

@@ -3,7 +3,14 @@ resume after kill -9, and the same losses as the torch trainer from the same che
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -14,6 +21,8 @@ jax = pytest.importorskip("jax")
 pytest.importorskip("optax")
 
 import jax.numpy as jnp  # noqa: E402
+
+from vfeval.errors import UsageError  # noqa: E402
 
 
 def _inputs(seed: int, b: int = 4, k: int = 6, n: int = 3, e: int = 8):
@@ -144,3 +153,168 @@ def test_which_parameters_learn_in_a_stage():
                     "video.head.weight", "bias"]
     assert all(is_trainable(n, 2, -1, True, True) for n in names)
     assert not any(is_trainable(n, 2, 0, True, True) for n in names[:4])
+
+
+# ---------------------------------------------------------------------------------------------------
+# The trainer, end to end, on 8 tiny synthetic videos
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """8 captioned synthetic training videos (8 s, 32 px)."""
+    from vfeval_benchmarks.synthetic import write_synthetic
+
+    out = tmp_path_factory.mktemp("synthetic")
+    write_synthetic(out, n_videos=2, n_train_videos=8, duration=8.0, size=32, workers=1)
+    return out
+
+
+MODEL = (
+    "{variant: tiny, tubelet: [2, 8, 8], num_frames: 4, image_size: 32, mask: random, mask_ratio: 0.5, "
+    "init: none, text: bytes, text_length: 32, embed_dim: 16, pool: mean, device: cpu, backend: jax}"
+)
+
+
+def write_config(folder: Path, data: Path, name: str, **sections: str) -> Path:
+    """A tiny from-scratch recipe (4 frames of 32 px: 32 tokens per clip, half of them masked) as YAML."""
+    lines = {
+        "model": MODEL,
+        "data": f"{{captions: {data / 'train' / 'captions.jsonl'}, "
+        "sampling: {mode: uniform, num_frames: 4, size: 32, crop: 32}, cache: true}",
+        "optim": "{lr: 1.0e-3, warmup_steps: 2, steps: 12, batch_size: 4}",
+        "loss": "{kind: sigmoid}",
+        "output_dir": str(folder / f"train-{name}"),
+        "checkpoint_every": "2",
+        "keep_checkpoints": "0",
+        "log_every": "1",
+    }
+    lines.update(sections)
+    path = folder / f"{name}.yaml"
+    body = "\n".join(f"{k}: {v}" for k, v in lines.items())
+    path.write_text(f"trainer: videofirst-contrastive\nname: {name}\n{body}\n")
+    return path
+
+
+def run_in_process(config: Path, *overrides: str) -> Path:
+    from vfeval.config import load_trainer_config
+    from vfeval.plugins import get_plugin_manager
+
+    spec, cfg = load_trainer_config(config, list(overrides), get_plugin_manager().registry)
+    return Path(spec.load()(cfg))
+
+
+def vfeval_train(config: Path, *overrides: str, devices: int = 1, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "vfeval", "train", str(config), *overrides]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def metrics(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def weights(path: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(str(path))
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, data) -> Path:
+    """An uninterrupted 12-step run on this process's one device: the reference of the tests below."""
+    folder = tmp_path_factory.mktemp("straight")
+    return run_in_process(write_config(folder, data, "straight"))
+
+
+def test_two_devices_with_the_global_batch_reach_the_weights_of_one(tmp_path, data, straight):
+    proc = vfeval_train(write_config(tmp_path, data, "two"), devices=2)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    assert "jax on 2 cpu devices in 1 processes" in out
+    run = tmp_path / "train-two"
+    one, two = metrics(straight.parent), metrics(run)
+    assert [m["step"] for m in two] == list(range(1, 13))
+    assert set(two[0]) == {"step", "loss", "lr", "temperature", "clips_per_s", "elapsed"}
+    np.testing.assert_allclose([m["loss"] for m in two], [m["loss"] for m in one], rtol=1e-5)
+    a, b = weights(straight), weights(run / "final.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_allclose(b[key], a[key], atol=1e-5, rtol=0, err_msg=key)
+    assert not np.array_equal(a["video.head.weight"], weights(straight.parent / "step-0000002.safetensors")["video.head.weight"])
+
+
+def test_a_run_killed_with_sigkill_resumes_to_identical_weights(tmp_path, data, straight):
+    config = write_config(tmp_path, data, "killed")
+    run = tmp_path / "train-killed"
+    proc = vfeval_train(config)
+    deadline = time.monotonic() + 600
+    while not (run / "step-0000002.state.safetensors").is_file():
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert not (run / "final.safetensors").exists(), "the run ended before it was killed"
+    with pytest.raises(UsageError, match="resume=true"):
+        run_in_process(config)
+    with pytest.raises(UsageError, match="config differs.*optim.lr"):
+        run_in_process(config, "resume=true", "optim.lr=0.5")
+
+    resumed = run_in_process(config, "resume=true")
+    a, b = weights(straight), weights(resumed)
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(b[key], a[key], err_msg=key)
+    assert [m["step"] for m in metrics(run)] == list(range(1, 13))
+    assert [m["loss"] for m in metrics(run)] == [m["loss"] for m in metrics(straight.parent)]
+
+
+def test_from_one_checkpoint_the_first_20_losses_match_the_torch_trainer(tmp_path, data):
+    # The same recipe in both backends: every caption of each clip in its batch, order negatives, half the
+    # tokens masked (numpy draws shared by both), all but the last video block and the text tower frozen.
+    from vfeval_videofirst.config import VideoFirstConfig
+    from vfeval_videofirst.torch.encoder import build_model, save_checkpoint
+
+    options = dict(
+        variant="tiny", tubelet=(2, 8, 8), num_frames=4, image_size=32, mask="random", mask_ratio=0.5, init="none",
+        text="words", text_length=32, embed_dim=16, pool="mean", device="cpu",
+    )
+    init = tmp_path / "init.safetensors"
+    save_checkpoint(build_model(VideoFirstConfig(**options))[0], init, VideoFirstConfig(**options))
+    recipe = dict(
+        model=MODEL.replace("text: bytes", "text: words"),
+        optim="{lr: 1.0e-3, warmup_steps: 5, steps: 20, batch_size: 4}",
+        loss="{kind: infonce, captions: all, order_negatives: true}",
+        stage=f"{{init_from: {init}, trainable_layers: 1, train_text: false}}",
+        checkpoint_every="0",
+    )
+    in_torch = run_in_process(write_config(tmp_path, data, "torch", **recipe), "model.backend=torch")
+    in_jax = run_in_process(write_config(tmp_path, data, "jax", **recipe))
+    expected = [m["loss"] for m in metrics(in_torch.parent)]
+    losses = [m["loss"] for m in metrics(in_jax.parent)]
+    assert len(losses) == 20 and expected[-1] < expected[0]
+    np.testing.assert_allclose(losses, expected, rtol=1e-3)
+
+    start, end = weights(init), weights(in_jax)
+    frozen = [k for k in start if k.startswith(("video.embed", "video.blocks.0.", "text.")) or k == "video.cls"]
+    assert frozen and all(np.array_equal(start[k], end[k]) for k in frozen)
+    learning = [k for k in start if k.startswith(("video.blocks.1.", "video.head"))]
+    assert learning and all(not np.array_equal(start[k], end[k]) for k in learning)
+
+
+def test_the_backend_key_is_checked_with_one_line(tmp_path, data, host):
+    from vfeval.config import load_trainer_config
+
+    config = write_config(tmp_path, data, "bad")
+    spec, cfg = load_trainer_config(config, ["model.backend=tensorflow"], host.registry)
+    with pytest.raises(UsageError, match="bad value for 'model.backend': 'tensorflow'; the trainer runs on torch, jax"):
+        spec.load()(cfg)
+    # Without JAX installed: one line naming the extra that installs it, exit 2, and nothing trained.
+    code = (
+        "import runpy, sys; sys.modules['jax'] = None; "
+        f"sys.argv = ['vfeval', 'train', {str(config)!r}]; runpy.run_module('vfeval', run_name='__main__')"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 2, res.stderr
+    assert "'model.backend' is 'jax', but jax is not installed: pip install \"vfeval[jax]\"" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "train-bad").exists()

@@ -8,11 +8,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from vfeval_baselines import prompts, tiny_models  # noqa: E402
+from vfeval_baselines import prompts  # noqa: E402
+from vfeval_baselines.aggregators.llm import LLMConfig, count_unparseable, make_llm  # noqa: E402
 from vfeval_baselines.causal_lm import CausalLM  # noqa: E402
-from vfeval_baselines.llm import LLMConfig, count_unparseable, make_llm  # noqa: E402
 from vfeval_baselines.prompts import Timed  # noqa: E402
 
+from vfeval import testing_models  # noqa: E402
 from vfeval.errors import UsageError  # noqa: E402
 from vfeval.requests import choice_scores, generate  # noqa: E402
 
@@ -39,13 +40,13 @@ def one_thread():
 
 @pytest.fixture(scope="module", params=["gpt2", "llama"])
 def lm_dir(request, tmp_path_factory):
-    return tiny_models.build_causal_lm(tmp_path_factory.mktemp(request.param), TEXTS, arch=request.param,
-                                       context=256)
+    return testing_models.build_causal_lm(tmp_path_factory.mktemp(request.param), TEXTS, arch=request.param,
+                                          context=256)
 
 
 @pytest.fixture(scope="module")
 def gpt2_dir(tmp_path_factory):
-    return tiny_models.build_causal_lm(tmp_path_factory.mktemp("gpt2"), TEXTS, arch="gpt2", context=256)
+    return testing_models.build_causal_lm(tmp_path_factory.mktemp("gpt2"), TEXTS, arch="gpt2", context=256)
 
 
 def hand_loglikelihood(path, prompt: str, continuation: str) -> float:
@@ -112,8 +113,8 @@ def test_generate_mode_parses_the_letter_and_marks_unparseable_answers(gpt2_dir,
     untrained = make_llm(LLMConfig(model=str(gpt2_dir), mode="generate", answer_tokens=4))
     prompt = untrained.choice_prompt(CAPTIONS, QUESTION, OPTIONS)
     # Teach a copy of the model to answer " B." after this prompt, then ask it.
-    trained_dir = tiny_models.build_causal_lm(tmp_path / "lm", TEXTS, arch="gpt2", context=256)
-    tiny_models.train_causal_lm(trained_dir, [prompt + " B."], steps=30, batch_size=1, lr=1e-2)
+    trained_dir = testing_models.build_causal_lm(tmp_path / "lm", TEXTS, arch="gpt2", context=256)
+    testing_models.train_causal_lm(trained_dir, [prompt + " B."], steps=30, batch_size=1, lr=1e-2)
     trained = make_llm(LLMConfig(model=str(trained_dir), mode="generate", answer_tokens=4))
     assert prompts.parse_choice(trained.lm.greedy(trained.lm.encode(prompt), 4), "ABCDE") == 1
     assert trained.choice_scores(CAPTIONS, QUESTION, OPTIONS).tolist() == [0, 1, 0, 0, 0]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from vfeval_baselines.captioning import NearestCaptionConfig, make_nearest_caption
+from vfeval_baselines.aggregators.nearest_caption import NearestCaptionConfig, make_nearest_caption
 from vfeval_benchmarks.msrvtt import (
     MSRVTTCaptioningConfig,
     MSRVTTCategoryConfig,

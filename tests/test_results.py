@@ -6,9 +6,22 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from vfeval.config import load_run_config
-from vfeval.results import load_results
+from vfeval.results import (
+    RESULTS_FILE,
+    SCHEMA,
+    ResultError,
+    load_result,
+    load_results,
+    read_run,
+    scores_to_dict,
+    validate,
+    write_run,
+)
 from vfeval.runner import run
+from vfeval.task import Metric, Scores
 
 
 def _run(tmp_path, host, root, aggregator: str, **extra: str):
@@ -66,3 +79,28 @@ def test_rescore_and_cache_commands(tmp_path, host, ego_answers_root):
     bad = subprocess.run([sys.executable, "-m", "vfeval", "rescore", str(tmp_path / "nope")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "results.json" in bad.stderr
+
+
+def test_one_module_writes_validates_and_loads_a_result(tmp_path, host, ego_answers_root):
+    """A result written by a run is valid by the same module's validator, loads back unchanged, and a metric
+    with nothing to score (NaN) is written as null, never as JSON's missing NaN."""
+    outcome = _run(tmp_path, host, ego_answers_root, "blind")
+    path = outcome.run_dir / RESULTS_FILE
+    validate(outcome.result)
+    assert load_result(outcome.run_dir) == load_result(path) == json.loads(path.read_text())
+    assert outcome.result["schema"] == SCHEMA and outcome.result["pipeline"]["family"] == "baseline"
+
+    result, samples = read_run(outcome.run_dir)
+    empty = Scores(metrics={"accuracy": Metric(float("nan"), float("nan"), float("nan"), n=0)}, headline="accuracy")
+    result.update(scores_to_dict(empty))
+    assert result["metrics"]["accuracy"]["value"] is None and result["metrics"]["accuracy"]["ci95"] == [None, None]
+    again = tmp_path / "again"
+    write_run(again, result, samples)
+    assert "NaN" not in (again / RESULTS_FILE).read_text() and load_result(again)["metrics"] == result["metrics"]
+
+    # A writer's bug is refused before results.json is written; the samples are kept for rescoring.
+    broken = tmp_path / "broken"
+    result["cost"]["wall_s"] = float("inf")
+    with pytest.raises(ResultError, match=r"broken/results.json: not written: field 'cost.wall_s' is inf"):
+        write_run(broken, result, samples)
+    assert (broken / "samples.jsonl").exists() and not (broken / RESULTS_FILE).exists()

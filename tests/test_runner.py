@@ -137,7 +137,7 @@ import time
 from dataclasses import dataclass
 from vfeval import hookimpl
 from vfeval.specs import EncoderSpec
-from vfeval_baselines.pixel import PixelColourEncoder, PixelConfig
+from vfeval_baselines.encoders.pixel import PixelColourEncoder, PixelConfig
 
 @dataclass
 class SlowConfig(PixelConfig):

@@ -211,7 +211,7 @@ def test_the_final_checkpoint_runs_in_vfeval_run(tmp_path, data, host):
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory) -> Path:
     """A random CLIP whose vision tower has the ``tiny`` variant's sizes (32 px, 8 px patches)."""
-    from vfeval_baselines.tiny_models import build_clip
+    from vfeval.testing_models import build_clip
 
     return build_clip(tmp_path_factory.mktemp("clip"), width=64, vision_mlp=256, text_width=32, projection=16)
 
@@ -299,7 +299,7 @@ def test_the_plugin_registers_the_trainer_without_importing_torch():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "VFEVAL_PLUGINS": "videofirst"})
     assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == "vfeval_videofirst.torch.train:train"
+    assert res.stdout.strip() == "vfeval_videofirst.train_config:train"
 
 
 def test_order_negatives_move_whole_events_and_word_dropout_keeps_the_connectives():

@@ -12,18 +12,18 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from vfeval_videofirst.config import VideoFirstConfig, num_patch_tokens, token_grid  # noqa: E402
-from vfeval_videofirst.torch.encoder import (  # noqa: E402
-    CLIP_MEAN,
-    CLIP_STD,
-    make_encoder,
-    save_checkpoint,
-)
 from vfeval_videofirst.masking import (  # noqa: E402
     block_masking,
     mask_rng,
     num_kept,
     random_masking,
     tube_masking,
+)
+from vfeval_videofirst.torch.encoder import (  # noqa: E402
+    CLIP_MEAN,
+    CLIP_STD,
+    make_encoder,
+    save_checkpoint,
 )
 
 from vfeval.errors import UsageError  # noqa: E402
@@ -34,7 +34,7 @@ PROJ = 16
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory):
     """A tiny random CLIP (vision: the ``tiny`` variant, 32 px, 8 px patches) with a character tokenizer."""
-    from vfeval_baselines.tiny_models import build_clip
+    from vfeval.testing_models import build_clip
 
     return build_clip(tmp_path_factory.mktemp("clip"), width=64, vision_mlp=256, text_width=32, projection=PROJ)
 

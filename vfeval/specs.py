@@ -134,7 +134,7 @@ class Registry:
             table[spec.name] = spec
 
     def conflict_message(self, kind: str, name: str) -> str:
-        plugins = " and ".join(f"plugin {p!r}" for p in self.contested[(kind, name)])
+        plugins = " and ".join(f"plugin {p!r}" for p in sorted(self.contested[(kind, name)]))
         return (
             f"{kind[:-1]} {name!r} is registered by both {plugins}, so it cannot be used; uninstall one of "
             "them or leave one out of VFEVAL_PLUGINS"

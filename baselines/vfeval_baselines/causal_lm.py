@@ -8,7 +8,9 @@ prompt ``p`` is ``sum_j log softmax(logits at the position before c_j)[c_j]``, c
 Shared-prefix reuse: the K options of a question share the whole prompt, so the prompt runs once, its
 key/value cache is repeated K times along the batch, and only the K continuations run, as one batch
 (right-padded; padding comes after the real tokens, so it never changes their logits). Without reuse the K
-full sequences run as one batch. Both give the same numbers (up to float rounding; a test checks).
+full sequences run as one batch, with plain causal attention and no padding mask (for the same reason), so
+that the baseline pays for the prompt K times and for nothing else. Both give the same numbers (up to float
+rounding; a test checks).
 
 One request at a time: a score never depends on which other requests share its batch.
 """
@@ -98,9 +100,11 @@ class CausalLM:
             # [K, width + 1, V]: row j predicts continuation token j
             logits = torch.cat([out.logits[:, -1:].expand(k, -1, -1), rest], dim=1)
         else:
+            # No attention mask: the padding comes last, and causal attention never lets a real token see a
+            # later one. A padding mask would cost more than it could change: it makes attention build an
+            # explicit [K, 1, L, L] mask instead of its causal kernel, about twice the time of the whole pass.
             ids = torch.cat([prompt_ids.expand(k, -1), conts], dim=1)
-            mask = torch.cat([torch.ones((k, n), dtype=torch.long, device=self.device), cont_mask], dim=1)
-            logits = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=width + 1).logits
+            logits = self.model(input_ids=ids, logits_to_keep=width + 1).logits
         logp = torch.log_softmax(logits[:, :width].float(), dim=-1)  # [K, width, V]
         picked = logp.gather(-1, conts[..., None])[..., 0] * cont_mask  # [K, width]
         return picked.sum(dim=1).double().cpu().numpy()

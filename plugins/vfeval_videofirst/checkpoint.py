@@ -1,7 +1,8 @@
 """The videofirst checkpoint: one safetensors layout that the torch and the JAX backend both read and write.
 
 A checkpoint is a ``.safetensors`` file of ``float32`` tensors plus two metadata strings: ``format``
-(``"pt"``: the layout conventions below are PyTorch's) and ``config`` (the encoder config as sorted JSON).
+(``"pt"``: the layout conventions below are PyTorch's) and ``config`` (the encoder config as sorted JSON,
+without the ``backend`` key).
 Both backends write it through ``save_arrays`` from the same numpy arrays, so the same weights give the
 same bytes, hence the same weights hash, whichever backend saved them; either backend loads a file
 written by the other as it is, with no conversion step.
@@ -52,6 +53,9 @@ from vfeval.errors import UsageError
 from vfeval_videofirst.config import ARCHITECTURE_KEYS, VideoFirstConfig
 
 FORMAT = "pt"
+NOT_SAVED = ("backend",)
+"""Config keys left out of a checkpoint's metadata: the backend that wrote it does not shape the weights,
+and leaving it out keeps one set of weights one file (one hash) whichever backend saved it."""
 
 
 def checkpoint_path(path: str | Path) -> Path:
@@ -66,7 +70,8 @@ def save_arrays(arrays: dict[str, np.ndarray], path: str | Path, config: Any = N
     from safetensors.numpy import save_file
 
     tensors = {k: np.array(v, dtype=np.float32, order="C") for k, v in arrays.items()}  # keeps 0-d as 0-d
-    metadata = {"format": FORMAT, "config": json.dumps(to_dict(config or {}), sort_keys=True)}
+    saved = {k: v for k, v in to_dict(config or {}).items() if k not in NOT_SAVED}
+    metadata = {"format": FORMAT, "config": json.dumps(saved, sort_keys=True)}
     save_file(tensors, str(path), metadata=metadata)
 
 

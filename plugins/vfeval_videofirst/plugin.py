@@ -35,10 +35,10 @@ def register_trainers(register: Callable[[TrainerSpec], None]) -> None:
     register(
         TrainerSpec(
             name="videofirst-contrastive",
-            factory="vfeval_videofirst.torch.train:train",
+            factory="vfeval_videofirst.train_config:train",
             config=TrainConfig,
             description="Contrastive video-text training of the videofirst encoder (InfoNCE or sigmoid), "
-            "in stages, with masking, freezing, resume and torchrun DDP",
+            "in stages, with masking, freezing and resume; torch (torchrun DDP) or JAX (sharded over devices)",
         )
     )
 

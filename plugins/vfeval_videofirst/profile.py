@@ -16,6 +16,9 @@ trainable parameters (the last K blocks when freezing, as ``stage.trainable_laye
 Inference is any registered encoder's ``embed_video`` on random clips; for videofirst a masking ratio
 above 0 drops tokens at inference too (``mask_at_eval``).
 
+With the encoder option ``backend=jax`` the videofirst measurements run in JAX (``jax/profile.py``): the
+same step, its memory read from XLA's analysis of the compiled program instead of the process.
+
 ``vfeval profile`` runs a grid and writes a table and a JSON report; ``bench/masking.py`` uses the same
 measurements. Nothing here imports torch at module level: the worker does, in its own process.
 """
@@ -127,7 +130,22 @@ def videofirst_config(options: dict[str, Any], kind: str, mask_ratio: float) -> 
     except Exception as exc:
         raise UsageError(f"profile: bad encoder option ({str(exc).splitlines()[0]})") from exc
     validate(cfg)
+    check_backend(cfg.backend)
     return cfg
+
+
+PROFILE_BACKENDS = {"": "torch", "torch": "torch", "jax": "jax"}
+
+
+def check_backend(backend: str) -> None:
+    """Refuse a backend the videofirst encoder does not have, or whose framework is not installed."""
+    import importlib.util
+
+    if backend not in PROFILE_BACKENDS:
+        raise UsageError(f"profile: unknown backend {backend!r}; use torch or jax")
+    module = PROFILE_BACKENDS[backend]
+    if importlib.util.find_spec(module) is None:
+        raise UsageError(f'profile: backend={backend} needs {module}, which is not installed: pip install "vfeval[{module}]"')
 
 
 def _sync(device: Any) -> None:
@@ -248,7 +266,16 @@ def _any_encoder(args: dict[str, Any]) -> dict[str, Any]:
 
 def worker(args: dict[str, Any]) -> dict[str, Any]:
     """Measure one configuration in this process (see the module docstring for what is measured)."""
-    result = (_videofirst if args.get("encoder", VIDEOFIRST) == VIDEOFIRST else _any_encoder)(args)
+    if args.get("encoder", VIDEOFIRST) != VIDEOFIRST:
+        result = _any_encoder(args)
+    else:
+        cfg = videofirst_config(args.get("options", {}), args["kind"], args.get("mask_ratio", 0.0))
+        if cfg.backend == "jax":  # XLA's compiled memory analysis (``jax/profile.py``)
+            from vfeval_videofirst.jax.profile import measure as measure_jax
+
+            result = measure_jax(args, cfg)
+        else:
+            result = _videofirst(args)
     result["clips_per_s"] = args["batch"] / result["step_s"] if result["step_s"] > 0 else None
     return result
 
@@ -314,6 +341,7 @@ def provenance() -> dict[str, Any]:
     return {
         "vfeval": version("vfeval"),
         "torch": version("torch"),
+        "jax": version("jax"),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "machine": platform.machine(),
@@ -366,8 +394,10 @@ def profile(
         "optimizer": optimizer,
         "memory_source": ", ".join(sorted(sources)),
         "measures": {
-            "peak_mib": "growth of peak memory over the moment before the measured steps (CPU: VmHWM, reset first; CUDA: "
-            "max_memory_allocated), MiB",
+            "peak_mib": "torch: growth of peak memory over the moment before the measured steps (CPU: VmHWM, reset "
+            "first; CUDA: max_memory_allocated); jax (memory_source xla): the compiled step's temporaries and "
+            "outputs not aliased to its inputs, from XLA's memory analysis; MiB",
+            "args_mib": "jax only: the compiled step's inputs (weights, optimizer state, batch), MiB",
             "step_s": "median seconds of the timed steps after one warm-up step",
             "clips_per_s": "batch / step_s",
             "tokens": "tokens entering the transformer per clip (class tokens included, after masking)",

@@ -8,17 +8,20 @@ options that evaluate it (see ``configs/videofirst_synthetic.yaml``).
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import MISSING
 
-from vfeval.config import SamplingConfig
+from vfeval.config import FRAMEWORKS, SamplingConfig
 from vfeval.errors import UsageError
 from vfeval_videofirst.config import VideoFirstConfig, architecture
 from vfeval_videofirst.config import validate as validate_model
 
 LOSSES = ("infonce", "sigmoid")
+BACKENDS = ("torch", "jax")
+"""Frameworks the recipe runs on (``model.backend``; empty means torch): ``torch/train.py``, ``jax/train.py``."""
 
 
 @dataclass
@@ -123,6 +126,17 @@ class TrainConfig:
         return Path(self.output_dir)
 
 
+def train(cfg: TrainConfig) -> str:
+    """The ``videofirst-contrastive`` TrainerSpec's factory: the recipe in the backend ``model.backend``
+    names (``torch``, the default, or ``jax``), whose trainer alone is imported. Returns ``final.safetensors``."""
+    validate(cfg)
+    if cfg.model.backend == "jax":
+        from vfeval_videofirst.jax.train import train as run
+    else:
+        from vfeval_videofirst.torch.train import train as run
+    return run(cfg)
+
+
 def validate(cfg: TrainConfig) -> None:
     """Refuse option values that cannot work, each with a one-line message naming the key."""
     from vfeval.video.sampling import validate as validate_sampling
@@ -132,6 +146,13 @@ def validate(cfg: TrainConfig) -> None:
 
     def bad(key: str, value: object, why: str) -> UsageError:
         return UsageError(f"config: bad value for {key!r}: {value!r}; {why}")
+
+    backend = cfg.model.backend or "torch"
+    if backend not in BACKENDS:
+        raise bad("model.backend", backend, f"the trainer runs on {', '.join(BACKENDS)}")
+    module, install = FRAMEWORKS[backend]
+    if importlib.util.find_spec(module) is None:
+        raise UsageError(f"config: 'model.backend' is {backend!r}, but {module} is not installed: {install}")
 
     if cfg.model.checkpoint:
         raise bad("model.checkpoint", cfg.model.checkpoint, "to start from a checkpoint set stage.init_from")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from vfeval.errors import UsageError, suggest
+from vfeval.errors import UsageError
 from vfeval.requests import VideoWindow
 from vfeval.specs import DecoderSpec, Registry, resolve
 from vfeval.video.types import Clip, VideoInfo
@@ -90,13 +90,13 @@ class PyAVDecodeAllBackend(PyAVBackend):
 
 
 def decoder_spec(name: str, registry: Registry) -> DecoderSpec:
-    """The decoder registered as ``name``; a ``UsageError`` naming the config key if none is."""
-    if name not in registry.decoders:
-        raise UsageError(
-            f"config: bad value for 'pipeline.sampling.decoder': {name!r} is not a registered decoder"
-            f"{suggest(name, registry.decoders)}; `vfeval ls decoders` lists them"
-        )
-    return registry.decoders[name]
+    """The decoder registered as ``name``; a ``UsageError`` naming the config key if none is (or several
+    plugins registered it)."""
+    try:
+        spec: DecoderSpec = registry.get("decoders", name)
+    except UsageError as exc:
+        raise UsageError(f"config: bad value for 'pipeline.sampling.decoder': {exc}") from None
+    return spec
 
 
 def build_decoder(factory: str, threads: int = 0) -> VideoBackend:

@@ -5,7 +5,7 @@ weights hash is the file's, so it is the same in both backends), the same masks 
 seeded by ``seed``). Where the weights come from, in order:
 1. ``checkpoint``: a .safetensors file (``checkpoint.py``), written by either backend.
 2. ``init=clip``: CLIP's towers inflated from its safetensors weights (``inflate.py``, on arrays).
-3. ``init=none``: random weights drawn from ``seed`` with ``nnx.Rngs`` (not the torch backend's draws).
+3. ``init=none``: random weights drawn from ``seed`` with numpy (not the torch backend's draws).
 
 Each tower's forward pass is compiled once per input shape with ``jax.jit``. Nothing here imports torch.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ def build_model(cfg: VideoFirstConfig) -> tuple[DualEncoder, str]:
     if cfg.checkpoint:
         checkpoint.check_fits(cfg, checkpoint.read_config(cfg.checkpoint))
 
-    rngs = nnx.Rngs(params=cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
     video = VideoTransformer(
         **arch,
         tubelet=tuple(cfg.tubelet),
@@ -79,11 +80,11 @@ def build_model(cfg: VideoFirstConfig) -> tuple[DualEncoder, str]:
         mask=cfg.mask,
         mask_ratio=cfg.mask_ratio,
         mask_at_eval=cfg.mask_at_eval,
-        rngs=rngs,
+        rng=rng,
     )
     if cfg.text == "clip":
         text: nnx.Module | None = ClipTextTower(
-            clip_config.text_config, clip_config.projection_dim, inflate.load_tokenizer(cfg.clip_model), rngs=rngs
+            clip_config.text_config, clip_config.projection_dim, inflate.load_tokenizer(cfg.clip_model), rng=rng
         )
     elif cfg.text in ("bytes", "words"):
         text = SmallTextTower(
@@ -94,7 +95,7 @@ def build_model(cfg: VideoFirstConfig) -> tuple[DualEncoder, str]:
             embed_dim=cfg.embed_dim,
             length=cfg.text_length,
             tokens=cfg.text,
-            rngs=rngs,
+            rng=rng,
         )
     else:
         text = None
@@ -140,17 +141,26 @@ def load_checkpoint(model: DualEncoder, path: str | Path) -> dict[str, Any]:
     return checkpoint.read_config(path)
 
 
+@partial(jax.jit, static_argnums=1)
+def _resize(x: jax.Array, size: int) -> jax.Array:
+    b, n, _, _, c = x.shape
+    return jax.image.resize(x, (b, n, size, size, c), method="linear", antialias=True)
+
+
 def preprocess(clips: np.ndarray, image_size: int, t: int) -> jax.Array:
-    """``uint8 [B, T, H, W, 3]`` → normalised ``float32 [B, T', S, S, 3]``, T' the next multiple of t."""
+    """``uint8 [B, T, H, W, 3]`` → normalised ``float32 [B, T', S, S, 3]``, T' the next multiple of t.
+
+    Frames of another size are resized (bilinear, antialiased) before normalising; sampling at
+    ``image_size`` avoids it, and with it the one step where the backends' arithmetic differs."""
     x = np.asarray(clips)
     pad = -x.shape[1] % t
     if pad:  # repeat the last frame rather than drop frames the sampler chose
         x = np.concatenate([x, np.repeat(x[:, -1:], pad, axis=1)], axis=1)
-    x = jnp.asarray(x, jnp.float32) / 255.0
-    b, n, h, w, c = x.shape
-    if (h, w) != (image_size, image_size):
-        x = jax.image.resize(x, (b, n, image_size, image_size, c), method="linear", antialias=True)
-    return (x - jnp.asarray(CLIP_MEAN)) / jnp.asarray(CLIP_STD)
+    x = x.astype(np.float32) / 255.0
+    if x.shape[2:4] != (image_size, image_size):
+        x = np.asarray(_resize(jnp.asarray(x), image_size))
+    mean, std = np.asarray(CLIP_MEAN, np.float32), np.asarray(CLIP_STD, np.float32)
+    return jnp.asarray((x - mean) / std)
 
 
 def _pure(module: nnx.Module) -> tuple[Any, Any]:

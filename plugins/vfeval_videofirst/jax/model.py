@@ -9,24 +9,24 @@ tubelet kernel ``[D, 3, t, h, w]``), so the flattened NNX state *is* the checkpo
 Public interface (shapes; ``B`` batch, ``D`` width, ``E`` embed_dim):
 
 - ``VideoTransformer(*, width, depth, heads, mlp, tubelet, grid, embed_dim, attention="joint",
-  pool="cls", act="gelu", mask="none", mask_ratio=0.0, mask_at_eval=False, rngs)``
+  pool="cls", act="gelu", mask="none", mask_ratio=0.0, mask_at_eval=False, rng)``
   - ``__call__(video, keep=None) -> [B, E]``: ``video`` ``float32 [B, T, H, W, 3]`` (channels last,
     normalised, T a multiple of the tubelet's t; ``encoder.preprocess`` makes it); ``keep`` ``int [B, N_keep]``
     kept patch-token indices (``vfeval_videofirst.masking``), or None for every token.
   - ``tokens(video, keep=None) -> (x, nt)``: the sequence entering the transformer, as in torch.
   - ``draw_keep(batch, grid, rng, training) -> np.ndarray | None``: kept indices drawn with numpy
     (the same draws as the torch twin from the same seed), None when this mode does not mask.
-- ``SmallTextTower(*, width, depth, heads, mlp, embed_dim, length, tokens="bytes", rngs)``:
+- ``SmallTextTower(*, width, depth, heads, mlp, embed_dim, length, tokens="bytes", rng)``:
   ``tokenize(texts) -> {"ids", "mask"}`` (numpy), ``__call__(ids, mask, shift=None) -> [B, E]``.
-- ``ClipTextTower(text_config, projection_dim, tokenizer, rngs)``: CLIP's text transformer;
+- ``ClipTextTower(text_config, projection_dim, tokenizer, *, rng)``: CLIP's text transformer;
   ``tokenize(texts) -> {"input_ids", "attention_mask"}`` (numpy), ``__call__(input_ids, attention_mask) -> [B, E]``.
-- ``DualEncoder(video, text, logit_scale, rngs)``: ``.video``, ``.text`` (or None), ``.logit_scale``
+- ``DualEncoder(video, text, logit_scale)``: ``.video``, ``.text`` (or None), ``.logit_scale``
   (``nnx.Param``, scalar); ``encode_text(texts) -> [B, E]``.
 - ``state_arrays(model) -> {name: np.ndarray}`` and ``load_arrays(model, arrays, path)``: the checkpoint's
   tensors (names as in ``checkpoint.py``), out of and into a model.
 
-Nothing here imports torch. Randomness is explicit: ``nnx.Rngs`` for initial weights, numpy generators
-for masks. Attention is plain softmax attention in fp32 (``attention``), which XLA fuses well on CPU.
+Nothing here imports torch. Randomness is explicit: ``rng``, a ``numpy.random.Generator``, draws the
+initial weights (``encoder.build_model`` seeds it with ``seed``), and numpy generators draw the masks. Attention is plain softmax attention in fp32 (``attention``), which XLA fuses well on CPU.
 """
 
 from __future__ import annotations
@@ -73,8 +73,17 @@ def resample_time(pos: jax.Array, n: int) -> jax.Array:
     return pos[i0] * (1.0 - w[:, None]) + pos[i1] * w[:, None]
 
 
-def _trunc_normal(rngs: nnx.Rngs, shape: tuple[int, ...], std: float = 0.02) -> jax.Array:
-    return std * jax.random.truncated_normal(rngs.params(), -2.0, 2.0, shape, jnp.float32)
+def _trunc_normal(rng: np.random.Generator, shape: tuple[int, ...], std: float = 0.02) -> jax.Array:
+    """Normal draws of ``std`` cut at two standard deviations (redrawn beyond), as ViT initialises.
+
+    Drawn with numpy: an eager ``jax.random`` call compiles one small program per shape, which made
+    building a model take longer than running it."""
+    x = rng.standard_normal(shape)
+    out = np.abs(x) > 2.0
+    while out.any():
+        x[out] = rng.standard_normal(int(out.sum()))
+        out = np.abs(x) > 2.0
+    return jnp.asarray(std * x, jnp.float32)
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
@@ -96,8 +105,8 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | No
 class Linear(nnx.Module):
     """``y = x W^T + b`` with ``weight`` ``[out, in]`` (torch's layout, so checkpoints need no transposition)."""
 
-    def __init__(self, d_in: int, d_out: int, *, bias: bool = True, rngs: nnx.Rngs) -> None:
-        self.weight = nnx.Param(_trunc_normal(rngs, (d_out, d_in)))
+    def __init__(self, d_in: int, d_out: int, *, bias: bool = True, rng: np.random.Generator) -> None:
+        self.weight = nnx.Param(_trunc_normal(rng, (d_out, d_in)))
         self.bias = nnx.Param(jnp.zeros((d_out,), jnp.float32)) if bias else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -118,8 +127,8 @@ class LayerNorm(nnx.Module):
 
 
 class Embedding(nnx.Module):
-    def __init__(self, n: int, width: int, *, std: float = 0.02, rngs: nnx.Rngs) -> None:
-        self.weight = nnx.Param(_trunc_normal(rngs, (n, width), std))
+    def __init__(self, n: int, width: int, *, std: float = 0.02, rng: np.random.Generator) -> None:
+        self.weight = nnx.Param(_trunc_normal(rng, (n, width), std))
 
     def __call__(self, ids: jax.Array) -> jax.Array:
         return jnp.take(self.weight[...], ids, axis=0)
@@ -133,9 +142,9 @@ class TubeletEmbed(nnx.Module):
     """Non-overlapping t x h x w tubelets → tokens: a Conv3d whose kernel equals its stride, written as a
     reshape and one contraction. ``proj.weight`` is ``[D, 3, t, h, w]`` as torch's Conv3d."""
 
-    def __init__(self, tubelet: tuple[int, int, int], width: int, *, rngs: nnx.Rngs) -> None:
+    def __init__(self, tubelet: tuple[int, int, int], width: int, *, rng: np.random.Generator) -> None:
         self.tubelet = tuple(tubelet)
-        self.proj = nnx.Dict(weight=nnx.Param(_trunc_normal(rngs, (width, 3, *tubelet))))
+        self.proj = nnx.Dict(weight=nnx.Param(_trunc_normal(rng, (width, 3, *tubelet))))
 
     def __call__(self, video: jax.Array) -> jax.Array:
         """video: ``[B, T, H, W, 3]`` → ``[B, nt, nh, nw, D]``."""
@@ -148,10 +157,10 @@ class TubeletEmbed(nnx.Module):
 class Attention(nnx.Module):
     """Multi-head self-attention with q, k and v fused into ``qkv`` (``[3D, D]``, q rows first)."""
 
-    def __init__(self, width: int, heads: int, *, rngs: nnx.Rngs) -> None:
+    def __init__(self, width: int, heads: int, *, rng: np.random.Generator) -> None:
         self.heads = heads
-        self.qkv = Linear(width, 3 * width, rngs=rngs)
-        self.proj = Linear(width, width, rngs=rngs)
+        self.qkv = Linear(width, 3 * width, rng=rng)
+        self.proj = Linear(width, width, rng=rng)
 
     def __call__(self, x: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
         """x: ``[B, N, D]``; key_mask: ``[B, N]`` bool, True for real tokens (None: all real) → ``[B, N, D]``."""
@@ -162,9 +171,9 @@ class Attention(nnx.Module):
 
 
 class Mlp(nnx.Module):
-    def __init__(self, width: int, hidden: int, act: str, *, rngs: nnx.Rngs) -> None:
-        self.fc1 = Linear(width, hidden, rngs=rngs)
-        self.fc2 = Linear(hidden, width, rngs=rngs)
+    def __init__(self, width: int, hidden: int, act: str, *, rng: np.random.Generator) -> None:
+        self.fc1 = Linear(width, hidden, rng=rng)
+        self.fc2 = Linear(hidden, width, rng=rng)
         self.act = act
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -174,11 +183,11 @@ class Mlp(nnx.Module):
 class Block(nnx.Module):
     """Pre-LN transformer block: ``x + attn(ln(x))``, then ``x + mlp(ln(x))``."""
 
-    def __init__(self, width: int, heads: int, mlp: int, act: str, *, rngs: nnx.Rngs) -> None:
+    def __init__(self, width: int, heads: int, mlp: int, act: str, *, rng: np.random.Generator) -> None:
         self.ln1 = LayerNorm(width)
-        self.attn = Attention(width, heads, rngs=rngs)
+        self.attn = Attention(width, heads, rng=rng)
         self.ln2 = LayerNorm(width)
-        self.mlp = Mlp(width, mlp, act, rngs=rngs)
+        self.mlp = Mlp(width, mlp, act, rng=rng)
 
     def __call__(self, x: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
         """x: ``[B, N, D]`` → ``[B, N, D]``."""
@@ -189,9 +198,9 @@ class Block(nnx.Module):
 class TemporalGate(nnx.Module):
     """Attention along time for each spatial position: ``h + tanh(alpha) * attn(ln(h))``, alpha starting at 0."""
 
-    def __init__(self, width: int, heads: int, *, rngs: nnx.Rngs) -> None:
+    def __init__(self, width: int, heads: int, *, rng: np.random.Generator) -> None:
         self.ln = LayerNorm(width)
-        self.attn = Attention(width, heads, rngs=rngs)
+        self.attn = Attention(width, heads, rng=rng)
         self.alpha = nnx.Param(jnp.zeros((), jnp.float32))
 
     def __call__(self, h: jax.Array) -> jax.Array:
@@ -227,22 +236,22 @@ class VideoTransformer(nnx.Module):
         mask: str = "none",
         mask_ratio: float = 0.0,
         mask_at_eval: bool = False,
-        rngs: nnx.Rngs,
+        rng: np.random.Generator,
     ) -> None:
         nt, nh, nw = grid
         self.attention, self.pool = attention, pool
         self.mask, self.mask_ratio, self.mask_at_eval = mask, mask_ratio, mask_at_eval
-        self.embed = TubeletEmbed(tubelet, width, rngs=rngs)
-        self.cls = nnx.Param(_trunc_normal(rngs, (width,)))
-        self.pos_cls = nnx.Param(_trunc_normal(rngs, (width,)))
-        self.pos_space = nnx.Param(_trunc_normal(rngs, (nh * nw, width)))
+        self.embed = TubeletEmbed(tubelet, width, rng=rng)
+        self.cls = nnx.Param(_trunc_normal(rng, (width,)))
+        self.pos_cls = nnx.Param(_trunc_normal(rng, (width,)))
+        self.pos_space = nnx.Param(_trunc_normal(rng, (nh * nw, width)))
         self.pos_time = nnx.Param(jnp.zeros((nt, width), jnp.float32))  # zero: no slice is told apart at first
         self.ln_pre = LayerNorm(width)
-        self.blocks = nnx.List([Block(width, heads, mlp, act, rngs=rngs) for _ in range(depth)])
+        self.blocks = nnx.List([Block(width, heads, mlp, act, rng=rng) for _ in range(depth)])
         if attention == "factorised":
-            self.temporal = nnx.List([TemporalGate(width, heads, rngs=rngs) for _ in range(depth)])
+            self.temporal = nnx.List([TemporalGate(width, heads, rng=rng) for _ in range(depth)])
         self.ln_post = LayerNorm(width)
-        self.head = Linear(width, embed_dim, bias=False, rngs=rngs)
+        self.head = Linear(width, embed_dim, bias=False, rng=rng)
 
     # -- masking --------------------------------------------------------------------------------------
     def masking(self, training: bool) -> bool:
@@ -312,16 +321,16 @@ class SmallTextTower(nnx.Module):
         embed_dim: int,
         length: int,
         tokens: str = "bytes",
-        rngs: nnx.Rngs,
+        rng: np.random.Generator,
     ) -> None:
         self.length = length
         self.tokens = tokens
         # Unit-variance token embeddings, as the torch twin (see its comment for why).
-        self.token = Embedding(BYTE_VOCAB if tokens == "bytes" else WORD_BUCKETS, width, std=1.0, rngs=rngs)
-        self.pos = nnx.Param(_trunc_normal(rngs, (length, width)))
-        self.blocks = nnx.List([Block(width, heads, mlp, "gelu", rngs=rngs) for _ in range(depth)])
+        self.token = Embedding(BYTE_VOCAB if tokens == "bytes" else WORD_BUCKETS, width, std=1.0, rng=rng)
+        self.pos = nnx.Param(_trunc_normal(rng, (length, width)))
+        self.blocks = nnx.List([Block(width, heads, mlp, "gelu", rng=rng) for _ in range(depth)])
         self.ln = LayerNorm(width)
-        self.head = Linear(width, embed_dim, bias=False, rngs=rngs)
+        self.head = Linear(width, embed_dim, bias=False, rng=rng)
 
     def tokenize(self, texts: list[str]) -> dict[str, np.ndarray]:
         if self.tokens == "bytes":
@@ -346,12 +355,12 @@ class SmallTextTower(nnx.Module):
 
 
 class ClipAttention(nnx.Module):
-    def __init__(self, width: int, heads: int, *, rngs: nnx.Rngs) -> None:
+    def __init__(self, width: int, heads: int, *, rng: np.random.Generator) -> None:
         self.heads = heads
-        self.q_proj = Linear(width, width, rngs=rngs)
-        self.k_proj = Linear(width, width, rngs=rngs)
-        self.v_proj = Linear(width, width, rngs=rngs)
-        self.out_proj = Linear(width, width, rngs=rngs)
+        self.q_proj = Linear(width, width, rng=rng)
+        self.k_proj = Linear(width, width, rng=rng)
+        self.v_proj = Linear(width, width, rng=rng)
+        self.out_proj = Linear(width, width, rng=rng)
 
     def __call__(self, x: jax.Array, bias: jax.Array) -> jax.Array:
         b, n, d = x.shape
@@ -364,11 +373,11 @@ class ClipAttention(nnx.Module):
 
 
 class ClipLayer(nnx.Module):
-    def __init__(self, width: int, heads: int, mlp: int, act: str, eps: float, *, rngs: nnx.Rngs) -> None:
+    def __init__(self, width: int, heads: int, mlp: int, act: str, eps: float, *, rng: np.random.Generator) -> None:
         self.layer_norm1 = LayerNorm(width, eps)
-        self.self_attn = ClipAttention(width, heads, rngs=rngs)
+        self.self_attn = ClipAttention(width, heads, rng=rng)
         self.layer_norm2 = LayerNorm(width, eps)
-        self.mlp = Mlp(width, mlp, act, rngs=rngs)
+        self.mlp = Mlp(width, mlp, act, rng=rng)
 
     def __call__(self, x: jax.Array, bias: jax.Array) -> jax.Array:
         x = x + self.self_attn(self.layer_norm1(x), bias)
@@ -376,9 +385,9 @@ class ClipLayer(nnx.Module):
 
 
 class ClipEmbeddings(nnx.Module):
-    def __init__(self, vocab: int, positions: int, width: int, *, rngs: nnx.Rngs) -> None:
-        self.token_embedding = Embedding(vocab, width, rngs=rngs)
-        self.position_embedding = Embedding(positions, width, rngs=rngs)
+    def __init__(self, vocab: int, positions: int, width: int, *, rng: np.random.Generator) -> None:
+        self.token_embedding = Embedding(vocab, width, rng=rng)
+        self.position_embedding = Embedding(positions, width, rng=rng)
 
 
 class ClipEncoder(nnx.Module):
@@ -389,15 +398,15 @@ class ClipEncoder(nnx.Module):
 class ClipTextTransformer(nnx.Module):
     """Causal transformer over BPE tokens; the output is the final-normed state at the end-of-text token."""
 
-    def __init__(self, config: Any, *, rngs: nnx.Rngs) -> None:
+    def __init__(self, config: Any, *, rng: np.random.Generator) -> None:
         c = config
         if c.hidden_act not in ACTIVATIONS:
             raise UsageError(f"videofirst: CLIP text activation {c.hidden_act!r} is not supported ({', '.join(ACTIVATIONS)})")
         self.eos_token_id = int(c.eos_token_id)
-        self.embeddings = ClipEmbeddings(c.vocab_size, c.max_position_embeddings, c.hidden_size, rngs=rngs)
+        self.embeddings = ClipEmbeddings(c.vocab_size, c.max_position_embeddings, c.hidden_size, rng=rng)
         self.encoder = ClipEncoder(
             [
-                ClipLayer(c.hidden_size, c.num_attention_heads, c.intermediate_size, c.hidden_act, c.layer_norm_eps, rngs=rngs)
+                ClipLayer(c.hidden_size, c.num_attention_heads, c.intermediate_size, c.hidden_act, c.layer_norm_eps, rng=rng)
                 for _ in range(c.num_hidden_layers)
             ]
         )
@@ -425,9 +434,9 @@ class ClipTextTransformer(nnx.Module):
 class ClipTextTower(nnx.Module):
     """CLIP's text transformer and projection, with its tokenizer: texts → ``[B, projection_dim]``."""
 
-    def __init__(self, text_config: Any, projection_dim: int, tokenizer: Any, *, rngs: nnx.Rngs) -> None:
-        self.text_model = ClipTextTransformer(text_config, rngs=rngs)
-        self.projection = Linear(text_config.hidden_size, projection_dim, bias=False, rngs=rngs)
+    def __init__(self, text_config: Any, projection_dim: int, tokenizer: Any, *, rng: np.random.Generator) -> None:
+        self.text_model = ClipTextTransformer(text_config, rng=rng)
+        self.projection = Linear(text_config.hidden_size, projection_dim, bias=False, rng=rng)
         self.tokenizer = tokenizer
         self.length = int(text_config.max_position_embeddings)
 

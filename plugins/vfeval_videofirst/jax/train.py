@@ -348,6 +348,8 @@ def _train(cfg: TrainConfig, pairs: list, place: sharding.Placement) -> Path:
         start, elapsed_before = int(meta["step"]), float(meta["elapsed"])
 
     if place.main:
+        kinds = sorted({d.platform for d in place.mesh.devices.flat})
+        print(f"train {cfg.name}: jax on {place.mesh.devices.size} {'/'.join(kinds)} devices in {place.processes} processes")
         out.mkdir(parents=True, exist_ok=True)
         (out / run_files.CONFIG).write_text(json.dumps(snapshot, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         run_files.truncate_metrics(out / run_files.METRICS, start)

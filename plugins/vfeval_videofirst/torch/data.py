@@ -4,8 +4,8 @@ The captions file (``vfeval.captions``: JSONL or CSV of video, caption, start, e
 one caption or several. Frames are decoded with ``vfeval.video.read_window`` in DataLoader workers. An
 epoch visits each clip once, so a clip never meets itself as a negative in a batch.
 
-The order of the data is a pure function of (seed, epoch): each epoch is a ``DistributedSampler``
-permutation sharded over the processes, cut into micro-batches. A run resumed at optimizer step ``s``
+The order of the data is a pure function of (seed, epoch): ``vfeval_videofirst.data.Schedule``, which the
+JAX trainer follows too, sharded over the processes, cut into micro-batches. A run resumed at optimizer step ``s``
 starts from the micro-batch an uninterrupted run would have reached, without decoding the ones before.
 """
 
@@ -15,13 +15,14 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from vfeval.captions import CaptionedClip
 from vfeval.config import SamplingConfig
 from vfeval.errors import DataError, UsageError
 from vfeval.requests import VideoWindow
 from vfeval.video import read_window
+from vfeval_videofirst.data import Schedule
 
 
 class CaptionedVideos(Dataset):
@@ -67,39 +68,6 @@ def collate(items: list[tuple[np.ndarray, tuple[str, ...], int]]) -> Batch:
         )
     frames, captions, index = zip(*items)
     return torch.from_numpy(np.stack(frames)), list(captions), list(index)
-
-
-class Schedule:
-    """Which micro-batches each process sees, epoch after epoch, from any optimizer step on.
-
-    An epoch has ``steps_per_epoch`` optimizer steps of ``grad_accum`` micro-batches of ``batch_size``
-    clips per process; the few clips left over by the cut are skipped in that epoch (another permutation
-    places them elsewhere in the next).
-    """
-
-    def __init__(
-        self, n: int, batch_size: int, grad_accum: int, seed: int, rank: int = 0, world: int = 1
-    ) -> None:
-        self.n, self.batch_size, self.grad_accum = n, batch_size, grad_accum
-        self.seed, self.rank, self.world = seed, rank, world
-        per_process = n // world
-        self.steps_per_epoch = per_process // (batch_size * grad_accum)
-        if self.steps_per_epoch < 1:
-            need = batch_size * grad_accum * world
-            raise UsageError(
-                f"{n} training clips are fewer than one optimizer step needs ({need} = optim.batch_size x "
-                "optim.grad_accum x processes); lower optim.batch_size or add data"
-            )
-
-    def epoch_batches(self, epoch: int) -> list[list[int]]:
-        """This process's micro-batches of dataset indices in ``epoch``."""
-        sampler = DistributedSampler(
-            range(self.n), num_replicas=self.world, rank=self.rank, shuffle=True, seed=self.seed, drop_last=True
-        )
-        sampler.set_epoch(epoch)
-        order = list(sampler)
-        count = self.steps_per_epoch * self.grad_accum
-        return [order[i * self.batch_size : (i + 1) * self.batch_size] for i in range(count)]
 
 
 def micro_batches(

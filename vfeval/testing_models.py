@@ -4,6 +4,9 @@ They have random weights (or a minute of training, ``train_causal_lm``) and say 
 they exist so that every loading and scoring path runs on a machine with no network and no GPU. Each
 builder writes a directory that the ordinary ``from_pretrained`` loaders read, exactly as a downloaded
 model's, and returns its path. Nothing in vfeval ever uses them unless given their path.
+
+The companion of ``vfeval.testing`` for fixtures that need torch and transformers: each builder imports
+them when called, so importing this module stays light.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from vfeval.errors import UsageError
 from vfeval.pipeline import Aggregator, Encoder, VideoInputs
 from vfeval.requests import CHOICE_SCORES, GENERATE, Request
 from vfeval_baselines import prompts
-from vfeval_baselines.precomputed import CaptionSource
+from vfeval_baselines.encoders.precomputed import CaptionSource
 from vfeval_baselines.prompts import Templates, Timed
 
 MODES = ("loglikelihood", "generate")

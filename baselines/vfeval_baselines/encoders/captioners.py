@@ -15,20 +15,15 @@ This module is imported when the baselines are registered: torch and transformer
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vfeval.config import EncoderConfig, to_dict
 from vfeval.errors import UsageError
-from vfeval.pipeline import Encoder
-from vfeval_baselines.captioning import EMBED_CHUNK, read_bank
-
-_BANK_HINT = ("expected a .jsonl, .csv or text file of captions, e.g. DIR/train/captions.jsonl written by "
-              "`vfeval data synthetic --out DIR`")
+from vfeval.pipeline import Encoder, _normalise
+from vfeval_baselines.caption_bank import embed_bank, load_bank
 
 
 # -- retrieval --------------------------------------------------------------------------------------------
@@ -61,9 +56,7 @@ class RetrievalCaptioner(Encoder):
     def bank_embeddings(self) -> np.ndarray:
         """``float32 [B, D]`` unit rows; computed once, in fixed chunks."""
         if self._bank is None:
-            parts = [np.asarray(self.inner.embed_text(self.captions[i : i + EMBED_CHUNK]), dtype=np.float32)
-                     for i in range(0, len(self.captions), EMBED_CHUNK)]
-            self._bank = _normalise(np.concatenate(parts))
+            self._bank = embed_bank(self.inner.embed_text, self.captions)
         return self._bank
 
     def embed_video(self, clips: list[np.ndarray]) -> np.ndarray:
@@ -78,30 +71,6 @@ class RetrievalCaptioner(Encoder):
         video = _normalise(np.asarray(self.inner.embed_video(clips), dtype=np.float32))  # [N, D]
         best = (video @ self.bank_embeddings().T).argmax(axis=1)  # argmax: the first of equal scores
         return [self.captions[int(i)] for i in best]
-
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
-def load_bank(path_str: str, split: str, key: str) -> tuple[list[str], str]:
-    """(distinct captions in file order, sha256 of the file), the captions cut at ``split`` if given."""
-    if not path_str:
-        raise UsageError(f"config: missing value for {key!r}; {_BANK_HINT}")
-    path = Path(path_str).expanduser()
-    if not path.is_file():
-        raise UsageError(f"config: {key!r}: caption bank {path} not found; {_BANK_HINT}")
-    data = path.read_bytes()
-    try:
-        captions = read_bank(path, data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"caption bank {path} is not UTF-8 text: {exc.reason}") from exc
-    if split:
-        captions = [part.strip() for c in captions for part in c.split(split) if part.strip()]
-    captions = list(dict.fromkeys(captions))
-    if not captions:
-        raise UsageError(f"caption bank {path} holds no captions; {_BANK_HINT}")
-    return captions, hashlib.sha256(data).hexdigest()
 
 
 def build_encoder(sub: Any, key: str) -> tuple[Encoder, dict[str, Any], Any]:
@@ -136,7 +105,7 @@ def build_encoder(sub: Any, key: str) -> tuple[Encoder, dict[str, Any], Any]:
 
 
 def make_retrieval(config: RetrievalCaptionerConfig) -> RetrievalCaptioner:
-    captions, digest = load_bank(config.bank, config.split, "pipeline.encoder.bank")
+    captions, digest = load_bank(config.bank, "pipeline.encoder.bank", split=config.split, distinct=True)
     inner, identity, spec = build_encoder(config.encoder, "pipeline.encoder.encoder")
     missing = [c for c in ("embed_video", "embed_text") if c not in spec.capabilities]
     if missing:
