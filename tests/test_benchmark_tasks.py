@@ -32,3 +32,11 @@ def test_each_spec_reads_name_version_and_splits_from_its_task_class():
 def test_scene_options_are_checked_before_anything_is_written(options, message):
     with pytest.raises(UsageError, match=message):
         options.check()
+
+
+def test_a_misspelt_scene_option_is_a_usage_error_naming_the_right_one(tmp_path):
+    from vfeval_benchmarks.synthetic import write_synthetic
+
+    with pytest.raises(UsageError, match="unknown scene option 'sise' \\(did you mean: size\\?\\)"):
+        write_synthetic(tmp_path / "out", n_videos=1, n_train_videos=0, sise=32)
+    assert not (tmp_path / "out").exists()

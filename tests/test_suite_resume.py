@@ -1,6 +1,6 @@
 """A suite survives interruption: killed in any phase and run again, it ends with the records of a run never killed.
 
-The suite is tiny (6 synthetic questions, a 4-step training run at 32 px, two pipelines) and runs in its
+The suite is tiny (6 synthetic questions, a 3-step training run at 32 px, two pipelines) and runs in its
 own process group, killed with SIGKILL (as ``kill -9`` or a closed terminal would) at a moment read from the
 files it writes: the data's temporary folder, the first training checkpoint, the first pipeline's results.
 """
@@ -36,7 +36,7 @@ trainer: videofirst-contrastive
 name: tiny
 model: {MODEL}
 data: {{captions: data/train/captions.jsonl, sampling: {{mode: uniform, num_frames: 4, size: 32, crop: 32}}}}
-optim: {{lr: 1.0e-3, warmup_steps: 2, steps: 4, batch_size: 2}}
+optim: {{lr: 1.0e-3, warmup_steps: 2, steps: 3, batch_size: 2}}
 loss: {{kind: sigmoid}}
 checkpoint_every: 1
 keep_checkpoints: 0
@@ -148,7 +148,7 @@ def test_a_suite_killed_in_each_phase_ends_with_the_records_of_an_uninterrupted_
     assert "train model: up to date" in _run_here(killed, host, monkeypatch)
     assert _records(killed) == _records(straight)
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, 5))
+    assert steps == list(range(1, 4))
 
 
 def test_synthetic_data_is_written_under_a_temporary_name_and_renamed_when_complete(tmp_path):

@@ -123,7 +123,7 @@ class Cache:
 
     # -- what content each file had when last answered --------------------------------------------
     def answered_content(self, pipeline: str, paths: list[str]) -> dict[str, str]:
-        """``{real path: identity}`` each file had when ``pipeline`` last answered about it."""
+        """``{absolute path: identity}`` each file had when ``pipeline`` last answered about it."""
         out: dict[str, str] = {}
         for i in range(0, len(paths), 500):
             chunk = paths[i : i + 500]

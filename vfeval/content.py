@@ -5,9 +5,10 @@ it answered, and a result name the task files it was scored against.
     ids = index.identify(["videos/a.mp4", "videos/b.mp4"])   # {"videos/a.mp4": "sha256:9f86d0...", ...}
 
 An identity is ``"sha256:<hex>"``, the SHA-256 of the whole file. Hashing a file is done once: the digest is
-remembered in a SQLite table (next to the answer cache, in the same file) under the file's real path with its
+remembered in a SQLite table (next to the answer cache, in the same file) under the file's absolute path with its
 size and modification time in nanoseconds, and asking again costs one ``stat`` and a lookup. A file whose
-size or mtime changed is hashed again.
+size or mtime changed is hashed again. The path is made absolute, not resolved: resolving every link of every
+path costs far more than the ``stat`` (a symlink is hashed under its own name, as the file it points to).
 
 Why the whole file and not a sample of its chunks (say the first, middle and last MiB): a video fixed in place
 (a repaired byte range, a re-muxed stream of the same size) can differ only between the sampled chunks, and a
@@ -71,7 +72,7 @@ class IdentityStats:
 
 
 class ContentIndex:
-    """Content identities of files, each hashed once per (real path, size, mtime)."""
+    """Content identities of files, each hashed once per (absolute path, size, mtime)."""
 
     def __init__(self, db: sqlite3.Connection, workers: int | None = None) -> None:
         self.db = db
@@ -80,13 +81,13 @@ class ContentIndex:
         self.stats = IdentityStats()
 
     def identify(self, paths: Iterable[str]) -> dict[str, str]:
-        """``{path: identity}`` for each distinct path (as given; resolved to its real path for the memo)."""
+        """``{path: identity}`` for each distinct path (as given; made absolute for the memo)."""
         start = time.perf_counter()
         began_ns = time.time_ns()
         out: dict[str, str] = {}
-        probes: dict[str, tuple[str, int, int]] = {}  # path -> (real path, size, mtime_ns)
+        probes: dict[str, tuple[str, int, int]] = {}  # path -> (absolute path, size, mtime_ns)
         for path in dict.fromkeys(paths):
-            real = os.path.realpath(path)
+            real = os.path.abspath(path)
             try:
                 st = os.stat(real)
             except FileNotFoundError:

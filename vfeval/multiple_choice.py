@@ -68,6 +68,7 @@ class MultipleChoiceTask(Task):
     empty_note = "no sample could be scored"
     """The note of a score with nothing to score (every sample failed or none has an answer)."""
     unparseable_note = "{n} answers scored no option (e.g. unparseable): no prediction, counted wrong"
+    """The note counting answers with no finite score (``{n}``: how many)."""
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)

@@ -178,7 +178,7 @@ class Runner:
             stats.cached = len(unique) - len(pending)
             self._count_invalidated(pending, pipeline, cache, pfp, contents, stats)
             self._compute(pending, pipeline, cache, stats, pfp, keys, contents)
-            cache.put_answered_content(pfp, {os.path.realpath(p): c for p, c in contents.items()})
+            cache.put_answered_content(pfp, {os.path.abspath(p): c for p, c in contents.items()})
             stored = cache.get_answers(pfp, list(keys.values()))
             entries = {k: stored[ck] for k, ck in keys.items()}
         finally:
@@ -237,7 +237,7 @@ class Runner:
         """Count (and say) the pending windows whose file had other content when this pipeline last answered."""
         if not contents:
             return
-        real = {p: os.path.realpath(p) for p in contents}
+        real = {p: os.path.abspath(p) for p in contents}
         before = cache.answered_content(pfp, sorted(set(real.values())))
         changed = {p for p, c in contents.items() if before.get(real[p], c) != c}
         windows = {window_key(r.video) for r in pending

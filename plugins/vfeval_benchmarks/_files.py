@@ -38,6 +38,13 @@ def is_synthetic(root: Path) -> bool:
     return (root / SYNTHETIC_MARKER).exists()
 
 
+def data_files(root: Path, files: dict[str, Path]) -> dict[str, Path]:
+    """``files`` (by the config key naming each) and the synthetic marker, those that exist: what a task's
+    ``data_files()`` returns, so that their hashes are part of its protocol."""
+    files = {**files, "synthetic_events": root / SYNTHETIC_MARKER}
+    return {label: path for label, path in files.items() if path.is_file()}
+
+
 def read_json(path: Path) -> Any:
     try:
         with open(path, encoding="utf-8") as f:

@@ -242,6 +242,18 @@ class _MSRVTTTask(Task):
         # Data written by `vfeval data synthetic` is a different protocol: its scores never rank with real ones.
         return {"data": "synthetic"} if _files.is_synthetic(self.root) else {}
 
+    def annotation_files(self, splits: set[str]) -> dict[str, Path]:
+        """The json files ``annotations(splits)`` reads, by config key."""
+        combined = self._path(self.config.annotations)
+        if combined.is_file():
+            return {"annotations": combined}
+        files = {}
+        if splits & {"train", "validate"}:
+            files["train_val_annotations"] = self._path(self.config.train_val_annotations)
+        if "test" in splits:
+            files["test_annotations"] = self._path(self.config.test_annotations)
+        return files
+
 
 class MSRVTTRetrievalTask(_MSRVTTTask):
     """MSR-VTT text-video retrieval; 1k-A: 1000 JSFusion test pairs; full: 2990 test videos with all
@@ -284,6 +296,11 @@ class MSRVTTRetrievalTask(_MSRVTTTask):
     def protocol_options(self) -> dict[str, Any]:
         return {"video_to_text": self.config.video_to_text, **super().protocol_options()}
 
+    def data_files(self) -> dict[str, Path]:
+        if self.split == "1k-A":
+            return _files.data_files(self.root, {"jsfusion_csv": self._path(self.config.jsfusion_csv)})
+        return _files.data_files(self.root, self.annotation_files({"test"}))
+
 
 class MSRVTTCaptioningTask(_MSRVTTTask):
     """MSR-VTT video captioning on the 2990 test videos against all references; BLEU-4, METEOR, ROUGE-L,
@@ -317,6 +334,9 @@ class MSRVTTCaptioningTask(_MSRVTTTask):
 
     def protocol_options(self) -> dict[str, Any]:
         return {"prompt": self.config.prompt, "references": "all", **super().protocol_options()}
+
+    def data_files(self) -> dict[str, Path]:
+        return _files.data_files(self.root, self.annotation_files({"test"}))
 
 
 class MSRVTTCategoryTask(_MSRVTTTask):
@@ -418,6 +438,12 @@ class MSRVTTCategoryTask(_MSRVTTTask):
         probe.update({"c_grid": sorted(cfg.probe_c_grid), "cv_folds": cfg.probe_cv_folds, "cv_seed": _probe.CV_SEED}
                      if cfg.probe_c_grid else {"c": cfg.probe_c})
         return {"probe": probe, "max_train_videos": cfg.max_train_videos, **super().protocol_options()}
+
+    def data_files(self) -> dict[str, Path]:
+        files = self.annotation_files(set(SPLITS))
+        if self.split == "1k-A":
+            files.update(train_csv=self._path(self.config.train_csv), jsfusion_csv=self._path(self.config.jsfusion_csv))
+        return _files.data_files(self.root, files)
 
 
 def make_retrieval(config: MSRVTTRetrievalConfig) -> MSRVTTRetrievalTask:

@@ -215,6 +215,9 @@ class _YouCook2Task(Task):
         # Data written by `vfeval data synthetic` is a different protocol: its scores never rank with real ones.
         return {"data": "synthetic"} if _files.is_synthetic(self.root) else {}
 
+    def data_files(self) -> dict[str, Path]:
+        return _files.data_files(self.root, {"annotations": self._path(self.config.annotations)})
+
 
 class YouCook2RetrievalTask(_YouCook2Task):
     """YouCook2 clip-level text-to-video retrieval on validation (MIL-NCE's 3350 clips by default);
@@ -252,6 +255,11 @@ class YouCook2RetrievalTask(_YouCook2Task):
 
     def protocol_options(self) -> dict[str, Any]:
         return {"clips": self.config.clips, **super().protocol_options()}
+
+    def data_files(self) -> dict[str, Path]:
+        if self.config.clips == "annotations":
+            return super().data_files()
+        return _files.data_files(self.root, {"clips_csv": self._path(self.config.clips_csv)})
 
 
 class YouCook2CaptioningTask(_YouCook2Task):

@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vfeval.errors import UsageError, suggest
 
@@ -153,17 +154,14 @@ def write_synthetic(
     *,
     n_videos: int = 100,
     n_train_videos: int = 1000,
-    duration: float = 24.0,
-    n_events: int = 4,
-    fps: int = 4,
-    size: int = 64,
-    workers: int | None = None,
+    **scene: Any,
 ) -> dict[str, Path]:
     """Write synthetic evaluation data in each of ``formats``, a training split and a README.
 
     ``n_videos`` is the number of evaluation videos per format and ``n_train_videos`` the number of
-    captioned training videos (0 for none). ``workers`` processes write videos (``None``: all cores);
-    the files do not depend on it. Returns ``{format name: folder, "train": folder, "readme": file}``.
+    captioned training videos (0 for none). ``scene`` holds fields of ``SceneOptions`` (``duration``,
+    ``n_events``, ``fps``, ``size``, ``workers``), which owns their defaults. Returns ``{format name: folder,
+    "train": folder, "readme": file}``.
     """
     formats = list(dict.fromkeys(formats))
     for name in formats:
@@ -176,7 +174,7 @@ def write_synthetic(
     if formats and n_videos < 1:
         raise UsageError(f"the number of videos must be at least 1, got {n_videos}")
     # Check every setting before anything on disk is touched (a rerun first removes the old output).
-    options = SceneOptions(duration=duration, n_events=n_events, fps=fps, size=size, workers=workers)
+    options = SceneOptions.of(scene)
     options.check()
     final = Path(out_dir)
     names = [*formats, *([train.SPLIT] if n_train_videos else []), "README.md"]
@@ -192,7 +190,7 @@ def write_synthetic(
         sections.append(train.readme_section(n_train_videos, options))
     readme = out / "README.md"
     readme.write_text(
-        README.format(seed=seed, n_events=n_events, sections="".join(sections), marker=MARKER),
+        README.format(seed=seed, n_events=options.n_events, sections="".join(sections), marker=MARKER),
         encoding="utf-8",
     )
     written["readme"] = readme

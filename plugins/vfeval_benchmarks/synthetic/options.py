@@ -9,10 +9,11 @@ defaulted and checked in one place.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
-from vfeval.errors import UsageError
+from vfeval.errors import UsageError, suggest
 
 from .render import check_video_shape, write_videos
 from .scenes import Scene, make_scene, rng_for
@@ -30,6 +31,15 @@ class SceneOptions:
     """Frame width and height in pixels (even: H.264's 4:2:0 needs it)."""
     workers: int | None = None
     """Processes writing videos (None: one per core). The files do not depend on it."""
+
+    @classmethod
+    def of(cls, values: dict[str, Any]) -> SceneOptions:
+        """The options with ``values`` in place of the defaults; an unknown name is a UsageError."""
+        names = [f.name for f in fields(cls)]
+        for key in values:
+            if key not in names:
+                raise UsageError(f"unknown scene option {key!r}" + suggest(key, names))
+        return cls(**values)
 
     def check(self) -> None:
         """A UsageError naming the first bad setting, before anything is written."""
