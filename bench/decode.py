@@ -1,6 +1,6 @@
 """Decoding speed: seeking to the sampled times (``pyav``) against decoding every frame (``pyav-decode-all``).
 
-    python bench/decode.py [--dir DIR] [--repeat 3] [--threads 1 0]
+    python bench/decode.py [--dir DIR] [--repeat 3] [--threads 1 0] [--quick]
 
 Generates H.264 videos once into DIR (default: $VFEVAL_BENCH_DIR or <tmp>/vfeval-bench), about a minute on
 two cores: 3 minutes at 30 fps with a 256-pixel short side (EgoSchema's length) and 1 minute at 30 fps with
@@ -8,15 +8,19 @@ a 480-pixel short side, x264 ``veryfast`` (B-frames), each with two keyframe int
 frames (8.3 s; what ``ffmpeg -c:v libx264`` writes) and 60 frames (2 s; phones and streaming services). Each
 picture is a textured background that pans, with a moving square, so the encoder has motion to code.
 
-For each video it reads 16 uniform frames and 1 frame per second (180 and 60 frames), resized and cropped
-to 224 as the default sampling does, with each backend, checks that both return the same frames, and prints
-the best of ``--repeat`` wall times and the CPU time of that run. ``--threads``: FFmpeg decoding threads
-per reader (1, the default, is what each worker of a process pool uses when there are as many workers as
-cores; 0 lets FFmpeg use every core).
+For each video it reads 16 uniform frames (sparse: most keyframe intervals hold none), and 1 and 4 frames
+per second (dense: every interval holds some), resized and cropped to 224 as the default sampling does, in
+three ways: ``read_window``'s ``seek``, ``decode-all``, and ``auto`` (which picks one of the two per video
+from the wanted frames per keyframe interval, ``choose_strategy``). It checks that all three return the same
+frames, and prints the best of ``--repeat`` interleaved rounds and the speed-ups over decode-all, each with
+the spread of its per-round ratios. ``--threads``: FFmpeg decoding threads per reader (1 is what each worker
+of a process pool uses when there are as many workers as cores; 0 lets FFmpeg use every core).
 
 Seeking cannot skip the frames between a keyframe and a wanted time, so its gain is bounded by the
 keyframe interval: with 8.3 s between keyframes, 16 frames of a 3-minute video still need about a third of
-its frames decoded (fewer with the non-reference frames dropped).
+its frames decoded (fewer with the non-reference frames dropped). When every interval holds a wanted frame
+seeking saves nothing and pays for its seeks (with frame threads, each flushes the decoder), so ``auto``
+decodes everything.
 """
 
 from __future__ import annotations
@@ -30,11 +34,11 @@ from pathlib import Path
 
 import av
 import numpy as np
+from harness import interleaved, ratio, write_json
 
 from vfeval.config import SamplingConfig
 from vfeval.requests import VideoWindow
-from vfeval.video import Clip, VideoBackend
-from vfeval.video.backends import get_decoder
+from vfeval.video.reader import choose_strategy, keyframe_interval, read_window
 
 VIDEOS = {  # name: (seconds, short side, keyframe interval in frames)
     "3min-256p-k250": (180, 256, 250),
@@ -79,57 +83,72 @@ def generate(
     return path
 
 
-def timed(
-    backend: VideoBackend, window: VideoWindow, sampling: SamplingConfig, repeat: int
-) -> tuple[float, float, list[Clip]]:
-    """(best wall seconds, CPU seconds of that run, the clips)."""
-    best, cpu, out = float("inf"), 0.0, []
-    for _ in range(repeat):
-        t0, c0 = time.perf_counter(), time.process_time()
-        out = backend.read_window(window, sampling)
-        wall = time.perf_counter() - t0
-        if wall < best:
-            best, cpu = wall, time.process_time() - c0
-    return best, cpu, out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, default=bench_dir())
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--threads", type=int, nargs="+", default=[1])
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds, after one warm-up round")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 0])
+    parser.add_argument("--quick", action="store_true", help="one 30-second video: a check that it runs")
+    parser.add_argument("--json", help="also write the figures to this JSON file (for bench/run_all.py)")
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
 
+    videos = {"30s-256p-k60": (30, 256, 60)} if args.quick else VIDEOS
     paths = {}
-    for name, (seconds, short, keyint) in VIDEOS.items():
+    for name, (seconds, short, keyint) in videos.items():
         t0 = time.perf_counter()
         paths[name] = generate(args.dir / f"{name}.mp4", seconds, short, keyint)
         spent = time.perf_counter() - t0
         if spent > 1:
             print(f"generated {paths[name]} in {spent:.1f} s")
-    samplings = {
+    samplings = {  # sparse: a few frames per keyframe interval at most; dense: several in each
         "uniform 16": SamplingConfig(mode="uniform", num_frames=16),
         "1 fps": SamplingConfig(mode="fps", fps=1.0, max_frames=1000),
+        "4 fps": SamplingConfig(mode="fps", fps=4.0, max_frames=1000),
     }
     print(f"PyAV {av.__version__}, FFmpeg {getattr(av, 'ffmpeg_version_info', '?')}, {os.cpu_count()} cores, "
-          f"best of {args.repeat}; output frames 224x224")
-    header = (f"{'video':<15} {'sampling':<10} {'frames':>6} {'threads':>7} {'decode-all s':>12} {'(cpu)':>6} "
-              f"{'seek s':>7} {'(cpu)':>6} {'speed-up':>8}")
+          f"best of {args.repeat} interleaved rounds; output frames 224x224")
+    header = (f"{'video':<15} {'sampling':<10} {'frames':>6} {'threads':>7} {'auto chose':>10} {'decode-all s':>12} "
+              f"{'seek s':>7} {'auto s':>7} {'seek x':>7} {'auto x':>7}")
     print(header)
     print("-" * len(header))
+    figures = []
     for name, path in paths.items():
         window = VideoWindow(name, str(path))
+        gop = probe_gop(path)
         for label, sampling in samplings.items():
             for threads in args.threads:
-                seek, seek_cpu, clips = timed(get_decoder("pyav", threads), window, sampling, args.repeat)
-                full, full_cpu, reference = timed(
-                    get_decoder("pyav-decode-all", threads), window, sampling, args.repeat
-                )
-                same = all(np.array_equal(a.frames, b.frames) for a, b in zip(clips, reference, strict=True))
-                frames = sum(len(c.times) for c in clips)
-                print(f"{name:<15} {label:<10} {frames:>6} {threads or 'auto':>7} {full:>12.3f} {full_cpu:>6.2f} "
-                      f"{seek:>7.3f} {seek_cpu:>6.2f} {full / seek:>7.1f}x{'' if same else '  (frames differ!)'}")
+                out: dict[str, list] = {}
+
+                def reader(strategy: str, threads: int = threads, sampling: SamplingConfig = sampling,
+                           window: VideoWindow = window, out: dict = out) -> None:
+                    out[strategy] = read_window(window, sampling, threads=threads, strategy=strategy)
+
+                times = interleaved({s: (lambda s=s: reader(s)) for s in ("decode-all", "seek", "auto")},
+                                    args.repeat)
+                same = all(np.array_equal(a.frames, b.frames) for s in ("seek", "auto")
+                           for a, b in zip(out[s], out["decode-all"], strict=True))
+                frames = sum(len(c.times) for c in out["auto"])
+                last = max(float(c.times.max()) for c in out["auto"])
+                chose = choose_strategy(frames, last, gop)
+                seek = ratio(f"{name}, {label}, {threads or 'auto'} threads: seek speed-up over decode-all",
+                             times["decode-all"], times["seek"],
+                             target=">= 5" if label == "uniform 16" and name.startswith("3min") else "",
+                             note=f"keyframe every {gop:.1f} s")
+                auto = ratio(f"{name}, {label}, {threads or 'auto'} threads: auto ({chose}) over decode-all",
+                             times["decode-all"], times["auto"], target=">= 1" if chose == "decode-all" else "",
+                             note="dense sampling must never be slower than decode-all")
+                figures += [seek, auto]
+                print(f"{name:<15} {label:<10} {frames:>6} {threads or 'auto':>7} {chose:>10} "
+                      f"{min(times['decode-all']):>12.3f} {min(times['seek']):>7.3f} {min(times['auto']):>7.3f} "
+                      f"{seek.value:>6.1f}x {auto.value:>6.2f}x{'' if same else '  (frames differ!)'}")
+    write_json(args.json, "decode", figures)
+
+
+def probe_gop(path: Path) -> float:
+    """Seconds between the first two keyframes, as ``read_window``'s ``auto`` strategy finds it."""
+    with av.open(str(path)) as container:
+        return keyframe_interval(container, container.streams.video[0])
 
 
 if __name__ == "__main__":

@@ -156,9 +156,10 @@ def forward_flops(model: Any, frames: int, size: int, batch: int, device: str) -
     from torch.utils.flop_counter import FlopCounterMode
 
     video = torch.randn(batch, 3, frames, size, size, device=next(model.parameters()).device)
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+    with torch.inference_mode():
         x, _ = model.tokens(video)
-        model(video)
+        with FlopCounterMode(display=False) as counter:
+            model(video)
     return counter.get_total_flops() + attention_flops(model, x.shape[1], batch), x.shape[1]
 
 

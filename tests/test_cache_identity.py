@@ -17,7 +17,7 @@ from rich.console import Console
 
 from vfeval.cache import Cache
 from vfeval.config import load_run_config
-from vfeval.content import MISSING, ContentIndex, file_digest
+from vfeval.content import MISSING, NOT_A_FILE, ContentIndex, file_digest
 from vfeval.errors import UsageError
 from vfeval.hashing import fingerprint
 from vfeval.pipeline import Pipeline
@@ -169,20 +169,26 @@ def test_content_index_hashes_each_file_once_per_size_and_mtime(tmp_path):
     index.identify([str(a), str(b)])
     assert index.stats.hashed == 2  # remembered
 
-    # A symlink to a file is that file.
+    # A FIFO is never opened (reading it would block until a writer comes).
+    os.mkfifo(tmp_path / "fifo")
+    assert index.identify([str(tmp_path / "fifo")]) == {str(tmp_path / "fifo"): NOT_A_FILE}
+
+    # A symlink has the identity of the file it points to (remembered under its own name).
     link = tmp_path / "link.bin"
     link.symlink_to(b)
-    assert index.identify([str(link)])[str(link)] == ids[str(b)] and index.stats.hashed == 2
+    assert index.identify([str(link)])[str(link)] == ids[str(b)] and index.stats.hashed == 3
+    index.identify([str(link)])
+    assert index.stats.hashed == 3
 
     # Same size, new content and mtime: hashed again. A file modified just now is not remembered yet.
     a.write_bytes(b"z" * 5000)
     assert index.identify([str(a)])[str(a)] == file_digest(a) != ids[str(a)]
     index.identify([str(a)])
-    assert index.stats.hashed == 4
+    assert index.stats.hashed == 5
     settle(tmp_path)
     index.identify([str(a)])
     index.identify([str(a)])
-    assert index.stats.hashed == 5
+    assert index.stats.hashed == 6
 
 
 def test_answers_are_never_mixed_across_batch_sizes(tmp_path, host):

@@ -75,6 +75,10 @@ def test_a_decoder_name_taken_twice_or_a_factory_workers_cannot_import_is_refuse
         assert decoder_spec("pyav-decode-all", host.registry).plugin == "core"  # only the contested name
     with pytest.raises(UsageError, match=r"must be a 'package.module:callable' string"):
         DecoderSpec(name="inline", factory=CountingBackend)
+    missing = DecoderSpec(name="missing", factory="no_such_decoder_lib:Decoder", plugin="third")
+    with pytest.raises(UsageError, match=r"decoder': 'missing' \(plugin 'third'\) cannot be built from "
+                                         r"no_such_decoder_lib:Decoder: ModuleNotFoundError"):
+        decoder_identity(missing)  # what a run asks first, before it decodes anything
 
 
 def test_vfeval_ls_lists_the_decoders():
@@ -95,7 +99,7 @@ def _torchcodec():
         pytest.skip("TorchCodec is not installed (pip install 'vfeval[torchcodec]')")
     try:
         backend: VideoBackend = build_decoder(str(spec.factory))
-    except DataError as exc:
+    except UsageError as exc:
         pytest.skip(f"TorchCodec is installed but does not load here: {exc}")
     return backend
 

@@ -106,19 +106,18 @@ def pairs(checkpoints):
     return get
 
 
-@pytest.mark.parametrize("arch", list(ARCHS))
-@pytest.mark.parametrize("frames", [8, 16, 32])
+@pytest.mark.parametrize(
+    "arch,frames",
+    # The wide model at fewer and more frames than its table is laid out for; the tiny ones at all three.
+    [(a, f) for a in ("tiny-joint", "tiny-factorised") for f in (8, 16, 32)] + [("S-joint", 8), ("S-joint", 32)],
+)
 def test_video_embeddings_agree_between_backends(pairs, arch, frames):
-    if arch == "S-joint" and frames == 8:
-        pytest.skip("the wide model is checked at 16 and 32 frames; 8 adds nothing the tiny ones miss")
     torch_side, jax_side = pairs(arch)
     batch = clips(frames)
     assert_parity(torch_side.embed_video(batch), jax_side.embed_video(batch))
 
 
-@pytest.mark.parametrize(
-    "arch,mask", [("tiny-joint", "random"), ("tiny-joint", "block"), ("tiny-factorised", "tube"), ("S-joint", "random")]
-)
+@pytest.mark.parametrize("arch,mask", [("tiny-joint", "random"), ("tiny-joint", "block"), ("tiny-factorised", "tube")])
 def test_masked_embeddings_agree_between_backends(pairs, arch, mask):
     torch_side, jax_side = pairs(arch, mask)
     batch = clips(16)
@@ -154,16 +153,16 @@ def test_a_jax_trained_checkpoint_loads_in_torch(tmp_path):
     import jax.numpy as jnp
     from flax import nnx
 
-    cfg = scratch_cfg(attention="joint", text="words", seed=3)
+    cfg = scratch_cfg(attention="joint", text="bytes", seed=3)
     model, _ = jax_encoder.build_model(cfg)
     params = nnx.state(model, nnx.Param)
     nnx.update(model, jax_tree_add(params, 0.01))
     model.video.pos_time.set_value(jnp.linspace(-1.0, 1.0, model.video.pos_time.size).reshape(model.video.pos_time.shape))
     path = tmp_path / "jax.safetensors"
     jax_encoder.save_checkpoint(model, path, cfg)
-    loaded = scratch_cfg(attention="joint", text="words", checkpoint=str(path))
+    loaded = scratch_cfg(attention="joint", text="bytes", checkpoint=str(path))
     t, j = torch_encoder.make_encoder(loaded), jax_encoder.make_encoder(loaded)
-    batch = clips(8) + clips(8, seed=1)
+    batch = clips(16)
     assert_parity(t.embed_video(batch), j.embed_video(batch))
     assert_parity(t.embed_text(TEXTS), j.embed_text(TEXTS))
     from safetensors.torch import load_file
@@ -201,28 +200,37 @@ def clip_cfg(clip_dir, **kw) -> VideoFirstConfig:
     return VideoFirstConfig(**{**base, **kw})
 
 
-@pytest.mark.parametrize("attention,inflation", [("joint", "central"), ("factorised", "average")])
-def test_static_video_through_the_jax_inflated_encoder_gives_clip_image_embedding(clip_dir, attention, inflation):
+FRAME = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def clip_image_embedding(clip_dir) -> np.ndarray:
+    """CLIP's own embedding of ``FRAME``, from Hugging Face's torch model."""
     from transformers import CLIPModel
 
-    frame = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     clip = CLIPModel.from_pretrained(clip_dir).eval()
-    x = (frame.astype(np.float32) / 255 - np.array(jax_encoder.CLIP_MEAN, np.float32)) / np.array(
+    x = (FRAME.astype(np.float32) / 255 - np.array(jax_encoder.CLIP_MEAN, np.float32)) / np.array(
         jax_encoder.CLIP_STD, np.float32
     )
     with torch.inference_mode():
         out = clip.get_image_features(pixel_values=torch.from_numpy(x).permute(2, 0, 1)[None])
-    expected = getattr(out, "pooler_output", out).numpy()
-    encoder = jax_encoder.make_encoder(clip_cfg(clip_dir, attention=attention, inflation=inflation))
-    got = encoder.embed_video([np.repeat(frame[None], 4, axis=0)])
-    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+    return getattr(out, "pooler_output", out).numpy()
+
+
+@pytest.mark.parametrize("attention,inflation", [("joint", "central"), ("factorised", "average")])
+def test_static_video_through_the_jax_inflated_encoder_gives_clip_image_embedding(
+    clip_dir, clip_image_embedding, attention, inflation
+):
+    encoder = jax_encoder.make_encoder(clip_cfg(clip_dir, attention=attention, inflation=inflation, text="none"))
+    got = encoder.embed_video([np.repeat(FRAME[None], 4, axis=0)])
+    np.testing.assert_allclose(got, clip_image_embedding, atol=1e-4, rtol=1e-4)
 
 
 def test_clip_towers_agree_between_backends(clip_dir):
     cfg = clip_cfg(clip_dir)
     t, j = torch_encoder.make_encoder(cfg), jax_encoder.make_encoder(cfg)
     assert_parity(t.embed_text(TEXTS), j.embed_text(TEXTS))
-    assert_parity(t.embed_video(clips(8)), j.embed_video(clips(8)))
+    assert_parity(t.embed_video(clips(4)), j.embed_video(clips(4)))
 
 
 # -- the backend as a run option -------------------------------------------------------------------------

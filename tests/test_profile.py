@@ -52,3 +52,29 @@ def test_a_grid_that_cannot_run_is_refused_before_measuring(tmp_path):
     res = profile("variant=huge", "--out", str(tmp_path / "p.json"), cwd=tmp_path)
     assert res.returncode == 2 and "bad value for 'variant'" in res.stderr
     assert not (tmp_path / "p.json").exists()
+
+
+def test_backend_jax_reads_memory_from_the_compiled_step(tmp_path):
+    pytest.importorskip("jax")
+    out = tmp_path / "jax.json"
+    res = profile(
+        *TINY, "backend=jax", "--frames", "8", "--mask-ratios", "0,0.75", "--trainable-layers", "all",
+        "--kinds", "train,infer", "--steps", "1", "--device", "cpu", "--out", str(out), cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["memory_source"] == "xla" and report["encoder"]["options"]["backend"] == "jax"
+    assert report["provenance"]["jax"]
+    train, masked, infer, _ = report["rows"]
+    # 8 frames of 32 px in 2x8x8 tubelets: 4 x 16 patch tokens plus one class token per slice; 75% masked: 16 kept.
+    assert (train["tokens"], masked["tokens"], infer["tokens"]) == (68, 20, 68)
+    for r in report["rows"]:
+        assert r["peak_mib"] > 0 and r["args_mib"] > 0 and r["step_s"] > 0
+    # Dropped tokens never enter the encoder, so the compiled step needs less memory.
+    assert masked["peak_mib"] < train["peak_mib"]
+    assert train["args_mib"] == pytest.approx(masked["args_mib"], abs=0.01)  # same weights and optimizer state
+
+
+def test_a_backend_the_encoder_does_not_have_is_refused(tmp_path):
+    res = profile(*TINY, "backend=tensorflow", "--out", str(tmp_path / "p.json"), cwd=tmp_path)
+    assert res.returncode == 2 and "unknown backend 'tensorflow'; use torch or jax" in res.stderr

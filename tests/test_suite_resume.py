@@ -22,9 +22,6 @@ from rich.console import Console
 
 from vfeval.errors import UsageError
 
-pytest.importorskip("torch")
-pytest.importorskip("safetensors")
-
 REPO = Path(__file__).resolve().parents[1]
 
 MODEL = (
@@ -117,6 +114,8 @@ def _run_here(folder: Path, host, monkeypatch, *overrides: str) -> str:
 
 
 def test_a_suite_killed_in_each_phase_ends_with_the_records_of_an_uninterrupted_one(tmp_path, host, monkeypatch):
+    pytest.importorskip("torch")
+    pytest.importorskip("safetensors")
     straight = _folder(tmp_path / "straight")
     _run_here(straight, host, monkeypatch)
 

@@ -21,14 +21,16 @@ began. A file rewritten within the same timestamp tick as it was hashed (filesys
 otherwise keep its size and mtime with new content; such a file is simply hashed again next time (git's
 "racily clean" rule).
 
-Files that cannot be hashed get an identity that says why (``"missing"``, ``"unreadable: <reason>"``), so a
-cached failure is reused only while the file stays missing or unreadable, and recomputed once it appears.
+Files that cannot be hashed get an identity that says why (``"missing"``, ``"unreadable: <reason>"``,
+``"not a regular file"``: a FIFO or a device is never read here, as reading it may block), so a cached failure
+is reused only while the file stays so, and recomputed once a regular file takes its place.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +41,7 @@ from vfeval.hashing import sha256_file
 
 RACY_SECONDS = 2.0
 MISSING = "missing"
+NOT_A_FILE = "not a regular file"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS file_digests (
     path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, digest TEXT NOT NULL, hashed REAL);
@@ -95,6 +98,9 @@ class ContentIndex:
                 continue
             except OSError as exc:
                 out[path] = f"unreadable: {exc.strerror or type(exc).__name__}"
+                continue
+            if not stat.S_ISREG(st.st_mode):  # a FIFO or device: reading it may block forever, never hash it
+                out[path] = NOT_A_FILE
                 continue
             probes[path] = (real, st.st_size, st.st_mtime_ns)
         known = self._lookup({real for real, _, _ in probes.values()})

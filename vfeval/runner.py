@@ -176,9 +176,10 @@ class Runner:
             pending = [r for k, r in unique.items()
                        if keys[k] not in known or (cfg.run.retry_failed and not known[keys[k]].ok)]
             stats.cached = len(unique) - len(pending)
-            self._count_invalidated(pending, pipeline, cache, pfp, contents, stats)
+            changed = self._count_invalidated(pending, pipeline, cache, pfp, contents, stats)
             self._compute(pending, pipeline, cache, stats, pfp, keys, contents)
-            cache.put_answered_content(pfp, {os.path.abspath(p): c for p, c in contents.items()})
+            if changed:
+                cache.put_answered_content(pfp, changed)
             stored = cache.get_answers(pfp, list(keys.values()))
             entries = {k: stored[ck] for k, ck in keys.items()}
         finally:
@@ -233,19 +234,23 @@ class Runner:
         return contents
 
     def _count_invalidated(self, pending: list[Request], pipeline: Pipeline, cache: Cache, pfp: str,
-                           contents: dict[str, str], stats: RunStats) -> None:
-        """Count (and say) the pending windows whose file had other content when this pipeline last answered."""
+                           contents: dict[str, str], stats: RunStats) -> dict[str, str]:
+        """Count (and say) the pending windows whose file had other content when this pipeline last answered.
+
+        Returns ``{absolute path: identity}`` of the files whose identity is new to this pipeline, to record
+        once their windows are answered."""
         if not contents:
-            return
-        real = {p: os.path.abspath(p) for p in contents}
-        before = cache.answered_content(pfp, sorted(set(real.values())))
-        changed = {p for p, c in contents.items() if before.get(real[p], c) != c}
+            return {}
+        absolute = {p: os.path.abspath(p) for p in contents}
+        before = cache.answered_content(pfp, sorted(set(absolute.values())))
+        changed = {p for p, c in contents.items() if before.get(absolute[p], c) != c}
         windows = {window_key(r.video) for r in pending
                    if r.video is not None and r.video.path in changed and pipeline.needs_video(r)}
         stats.windows_invalidated = len(windows)
         if windows:
             self.console.print(f"{len(windows)} windows invalidated: {len(changed)} video files changed since "
                                "this pipeline answered about them; computing them again")
+        return {absolute[p]: c for p, c in contents.items() if before.get(absolute[p]) != c}
 
     def _compute(self, pending: list[Request], pipeline: Pipeline, cache: Cache, stats: RunStats, pfp: str,
                  keys: dict[str, str], contents: dict[str, str]) -> None:

@@ -184,6 +184,7 @@ def _videofirst(args: dict[str, Any]) -> dict[str, Any]:
     from torch.utils.flop_counter import FlopCounterMode
 
     from vfeval_videofirst.config import token_grid
+    from vfeval_videofirst.masking import mask_rng
     from vfeval_videofirst.torch.encoder import build_model, resolve_device
     from vfeval_videofirst.torch.model import contrastive_loss
     from vfeval_videofirst.torch.train import set_trainable
@@ -196,7 +197,7 @@ def _videofirst(args: dict[str, Any]) -> dict[str, Any]:
     model = dual.video.to(device)
     size = cfg.image_size
     video = torch.randn(batch, 3, frames, size, size, device=device)
-    generator = torch.Generator(device).manual_seed(0)
+    generator = mask_rng(0)  # masks are drawn with numpy (vfeval_videofirst.masking), as in training
     times = []
     if kind == "train":
         model.train()

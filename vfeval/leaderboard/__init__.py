@@ -1,6 +1,7 @@
 """The leaderboard: result records (``leaderboard/results/*.json``) and the static site built from them.
 
-- ``records``: the ``vfeval.result/1`` validator, loading, pipeline families and what may be ranked together.
+- ``records``: loading records (validated by ``vfeval.results``, the schema's owner), what ranks together,
+  and the values shown (family and backend read from each record).
 - ``build``: the static site (HTML, CSS, a little JS, inline SVG plots); needs no server.
 - ``plots``: the SVG plots (matplotlib, Agg).
 

@@ -115,5 +115,17 @@ def get_decoder(name: str = DEFAULT, threads: int = 0, registry: Registry | None
 
 
 def decoder_identity(spec: DecoderSpec) -> dict[str, Any]:
-    """``{"name": ..., **versions}``: what a result records about the decoder, and what its fingerprint hashes."""
-    return {"name": spec.name, **build_decoder(spec.factory).version()}  # type: ignore[arg-type]
+    """``{"name": ..., **versions}``: what a result records about the decoder, and what its fingerprint hashes.
+
+    Builds the decoder, so a decoder that cannot work here (its library does not load) is refused before a
+    run starts, with a ``UsageError`` naming the config key."""
+    try:
+        backend = build_decoder(spec.factory)  # type: ignore[arg-type]
+    except UsageError as exc:
+        raise UsageError(f"config: bad value for 'pipeline.sampling.decoder': {spec.name!r}: {exc}") from None
+    except Exception as exc:  # the plugin's library is missing or broken
+        raise UsageError(
+            f"config: bad value for 'pipeline.sampling.decoder': {spec.name!r} (plugin {spec.plugin!r}) cannot be "
+            f"built from {spec.factory}: {type(exc).__name__}: {exc}"
+        ) from None
+    return {"name": spec.name, **backend.version()}

@@ -303,6 +303,72 @@ def _pick_decoding_all(
     return picked + [last] * (len(times) - i), last[0]
 
 
+# ---------------------------------------------------------------------------------------------------
+# Seek or decode everything: chosen per video from how many sampled frames each keyframe interval holds
+
+STRATEGIES = ("auto", "seek", "decode-all")
+DENSE_PER_GOP = 1.0
+"""``auto`` decodes everything only when decoding from the start to the last wanted time meets at least this
+many wanted frames per keyframe interval (on average), so that seeking could skip no interval, and when the
+wanted frames are also too close for dropping non-reference frames to save much (``choose_strategy``)."""
+_GOP_PACKETS = 1200  # packets read, without decoding, to find the first keyframe interval
+
+
+def keyframe_interval(container: Container, stream: Stream) -> float:
+    """Seconds between the stream's first two keyframes, from packet headers alone (nothing is decoded).
+
+    Leaves the demuxer wherever it stopped: the caller rewinds. A stream with one keyframe in its first
+    ``_GOP_PACKETS`` packets gives the time those packets span, a lower bound."""
+    start, base = stream.start_time or 0, stream.time_base
+    first = last = None
+    for i, packet in enumerate(container.demux(stream)):
+        if packet.pts is None:
+            continue
+        when = float((packet.pts - start) * base)
+        if packet.is_keyframe:
+            if first is not None and when > first:
+                return when - first
+            first = when if first is None else first
+        last = when if last is None else max(last, when)
+        if i >= _GOP_PACKETS:
+            break
+    return max(0.0, (last or 0.0) - (first or 0.0))
+
+
+def choose_strategy(n_times: int, last_time: float, gop: float, margin: float = SKIP_MARGIN) -> str:
+    """``"decode-all"`` or ``"seek"`` for ``n_times`` wanted frames up to ``last_time`` seconds from the start.
+
+    Seeking (``_Cursor``) wins twice over decoding everything: it jumps over keyframe intervals that hold no
+    wanted frame, and on the way to a wanted time it drops the non-reference frames more than ``margin``
+    seconds before it. Decoding everything wins only when neither saves anything: every interval holds a
+    wanted frame (``DENSE_PER_GOP``), and wanted frames are at most ``2 * margin`` apart on average, so that
+    nearly every frame lies within the margin of one; the seeks and the stop-and-go decoding (which with
+    frame threads flushes the decoder's pipeline) are then pure cost. gop: seconds between keyframes (0 when
+    unknown: every frame a keyframe, or none found, which favours seeking)."""
+    if gop <= 0 or n_times < 1:
+        return "seek"
+    intervals = math.floor(last_time / gop) + 1  # the intervals decode-all goes through
+    every_interval = n_times / intervals >= DENSE_PER_GOP
+    close = last_time / n_times <= 2 * margin
+    return "decode-all" if every_interval and close else "seek"
+
+
+def _pick_by_density(
+    container: Container, stream: Stream, times: np.ndarray, convert: _Converter
+) -> tuple[Picked, float | None]:
+    """``_pick_decoding_all`` or ``_pick_seeking``, whichever ``choose_strategy`` picks for this video."""
+    gop = keyframe_interval(container, stream)
+    try:  # back to the start, where both begin
+        container.seek(stream.start_time or 0, stream=stream, backward=True, any_frame=False)
+    except av.error.FFmpegError as exc:
+        raise _Unseekable(str(exc)) from exc
+    rate = stream.average_rate or stream.guessed_rate
+    margin = max(SKIP_MARGIN, 3 / float(rate)) if rate else SKIP_MARGIN  # as the cursor's
+    if choose_strategy(len(times), float(times[-1]) if len(times) else 0.0, gop, margin) == "decode-all":
+        return _pick_decoding_all(container, stream, times, convert)
+    return _pick_seeking(container, stream, times, convert)
+
+
 def window_span(window: VideoWindow, duration: float) -> tuple[float, float]:
     """``[start, end)`` of the window in seconds, its end clamped to the end of the video."""
     start = 0.0 if window.start is None else float(window.start)
@@ -351,7 +417,9 @@ def _read(
     return clips
 
 
-def read_window(window: VideoWindow, sampling: SamplingConfig, threads: int = 0) -> list[Clip]:
+def read_window(
+    window: VideoWindow, sampling: SamplingConfig, threads: int = 0, strategy: str = "auto"
+) -> list[Clip]:
     """The frames of ``window`` chosen by ``sampling``: one ``Clip`` per segment (one if ``segments`` is None).
 
     Each clip has ``frames: uint8 [T, H, W, 3]`` with ``T`` the number of wanted times (a frame shown at two
@@ -359,9 +427,14 @@ def read_window(window: VideoWindow, sampling: SamplingConfig, threads: int = 0)
     ``window.end`` None, or past the end of the video, means the end of the video. Raises ``DataError`` for
     a missing, empty, corrupt or truncated file, a file without video or with a codec this FFmpeg cannot
     decode, or a window that starts outside it; ``UsageError`` for sampling settings that cannot work.
+    ``strategy``: ``auto`` (seek, or decode everything when wanted frames are dense enough that seeking
+    saves nothing: ``choose_strategy``), ``seek`` or ``decode-all``; all three return the same frames.
     """
+    picks = {"auto": _pick_by_density, "seek": _pick_seeking, "decode-all": _pick_decoding_all}
+    if strategy not in picks:
+        raise ValueError(f"read_window: strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
     try:
-        return _read(window, sampling, _pick_seeking, threads)
+        return _read(window, sampling, picks[strategy], threads)
     except _Unseekable:  # the same frames, found by decoding from the start
         return _read(window, sampling, _pick_decoding_all, threads)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from vfeval.errors import DataError
+from vfeval.errors import DataError, UsageError
 from vfeval.requests import VideoWindow
 from vfeval.video.reader import END_SLACK, END_SLACK_SHARE, TIME_SLACK, probe, window_span
 from vfeval.video.sampling import frame_times, segment_bounds, validate
@@ -63,9 +63,9 @@ class TorchCodecBackend:
             import torchcodec  # noqa: F401
             from torchcodec.decoders import VideoDecoder
         except Exception as exc:  # a broken install: a wrong torch, or no FFmpeg libraries
-            raise DataError(
-                f"decode-error: TorchCodec is installed but cannot load ({type(exc).__name__}: {exc}); install a "
-                "torchcodec build that matches your torch and FFmpeg's shared libraries, or use decoder=pyav"
+            raise UsageError(
+                f"TorchCodec is installed but cannot load ({type(exc).__name__}: {exc}); install a torchcodec "
+                "build that matches your torch, and FFmpeg's shared libraries, or use decoder=pyav"
             ) from None
         self._decoder_type = VideoDecoder
 

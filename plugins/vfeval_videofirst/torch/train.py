@@ -354,7 +354,9 @@ def _train(cfg: TrainConfig, pairs: list, proc: Proc) -> Path:
 
     if proc.main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / CONFIG).write_text(json.dumps(snapshot, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        partial = out / (CONFIG + ".partial")  # renamed once whole: a kill never leaves a torn config
+        partial.write_text(json.dumps(snapshot, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        partial.replace(out / CONFIG)
         _truncate_metrics(out / METRICS, start)
     proc.barrier()
 

@@ -1,0 +1,232 @@
+"""The videofirst encoder in torch and in JAX, side by side at one config: throughput, MFU and memory.
+
+    python bench/backends.py                          # S at 16 frames of 224 px, and tiny (a few minutes on 2 cores)
+    python bench/backends.py --variants tiny --size 64 # a quick look
+    python bench/backends.py --json bench-backends.json
+
+For each variant (``--variants``, default S and tiny, each at ``--frames`` 16 and ``--size`` 224):
+
+- forward clips/s of each backend's video tower (no masking, batch ``--batch``): torch's
+  ``VideoTransformer`` under ``inference_mode``, JAX's jitted ``VideoTransformer``; and JAX's throughput
+  over torch's (target: at least 0.8 on CPU);
+- MFU of each: the forward pass's model FLOPs (counted by ``model_flops``, the same count for both, attention
+  included) per second, over the fp32 matmul rate of the same backend (a square matmul) in the same rounds;
+- peak memory of a training step (forward, contrastive loss, backward, AdamW) at 0% and at 75% random
+  masking in each backend, and masking's saving (target: at least 3x in both). torch: the growth of the
+  resident set of a fresh process (``vfeval_videofirst.profile.measure``); JAX: XLA's memory analysis of
+  the compiled step (temporaries and outputs not aliased to its inputs), also in a fresh process.
+
+Timing: every variant a ratio compares is built in this one process and run in interleaved rounds
+(``harness.interleaved``); a figure is the best of the rounds, with their range. Memory does not vary with
+load and is measured once. Each row of the table comes from a function in ``MEASUREMENTS`` (a setup in,
+figures out); another measurement (training steps/s of the two trainers) is one more function there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import Figure, best, interleaved, print_figures, ratio, single, write_json  # noqa: E402
+from vfeval_videofirst.config import VideoFirstConfig, architecture, token_grid  # noqa: E402
+from vfeval_videofirst.masking import num_kept  # noqa: E402
+from vfeval_videofirst.profile import measure  # noqa: E402
+
+EMBED_DIM = 512
+MASKED = 0.75
+
+
+@dataclass
+class Setup:
+    """One variant at one config, as both backends build it (weights do not matter to cost: random)."""
+
+    variant: str
+    frames: int
+    size: int
+    batch: int
+    rounds: int
+
+    def options(self) -> dict[str, Any]:
+        patch = 16 if self.size % 16 == 0 else 8
+        return dict(variant=self.variant, image_size=self.size, tubelet=[2, patch, patch], num_frames=self.frames,
+                    embed_dim=EMBED_DIM, init="none", text="none", device="cpu")
+
+    def config(self, backend: str) -> VideoFirstConfig:
+        opts = self.options()
+        return VideoFirstConfig(**{**opts, "tubelet": tuple(opts["tubelet"]), "backend": backend})
+
+    @property
+    def label(self) -> str:
+        return f"{self.variant} {self.frames}f {self.size}px"
+
+
+def model_flops(cfg: VideoFirstConfig, frames: int, ratio: float = 0.0) -> float:
+    """Forward FLOPs of one clip through the video tower (2 per multiply-add), attention included.
+
+    The same count serves both backends, so their MFUs compare the same work."""
+    a = architecture(cfg)
+    d, depth, mlp = a["width"], a["depth"], a["mlp"]
+    nt, nh, nw = token_grid(cfg, frames)
+    t, h, w = cfg.tubelet
+    patches = nt * nh * nw
+    kept = patches if ratio == 0 else num_kept(patches, ratio)
+    n = nt + kept
+    linear = 2 * n * (3 * d * d + d * d + 2 * d * mlp)  # qkv, output projection, MLP
+    if cfg.attention == "factorised":
+        per_slice = n // nt
+        attention = 4 * nt * per_slice**2 * d + 4 * per_slice * nt**2 * d + 2 * n * 4 * d * d  # space, time, gate
+    else:
+        attention = 4 * n * n * d
+    embed = 2 * patches * d * 3 * t * h * w
+    return float(embed + depth * (linear + attention) + 2 * d * cfg.embed_dim)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The backends' forward passes and matmuls
+
+
+def torch_forward(setup: Setup) -> Callable[[], object]:
+    import torch
+    from vfeval_videofirst.torch.encoder import build_model
+
+    model = build_model(setup.config("torch"))[0].video.eval()
+    video = torch.randn(setup.batch, 3, setup.frames, setup.size, setup.size)
+
+    def run() -> object:
+        with torch.inference_mode():
+            return model(video)
+
+    return run
+
+
+def jax_forward(setup: Setup) -> Callable[[], object]:
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+    from vfeval_videofirst.jax.encoder import build_model
+
+    model = build_model(setup.config("jax"))[0].video
+    graphdef, state = nnx.split(model)
+    fwd = jax.jit(lambda s, v: nnx.merge(graphdef, s)(v))
+    video = jnp.asarray(
+        np.random.default_rng(0).standard_normal((setup.batch, setup.frames, setup.size, setup.size, 3)), jnp.float32
+    )
+    return lambda: fwd(state, video).block_until_ready()
+
+
+MATMUL = 1024
+
+
+def torch_matmul() -> Callable[[], object]:
+    import torch
+
+    a, b = torch.randn(MATMUL, MATMUL), torch.randn(MATMUL, MATMUL)
+    return lambda: a @ b
+
+
+def jax_matmul() -> Callable[[], object]:
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (MATMUL, MATMUL), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (MATMUL, MATMUL), jnp.float32)
+    mm = jax.jit(jnp.matmul)
+    return lambda: mm(a, b).block_until_ready()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Measurements: each takes a setup and returns figures
+
+
+def forward_throughput(setup: Setup) -> list[Figure]:
+    """Forward clips/s of each backend, JAX over torch, and each backend's MFU, from the same rounds."""
+    variants = {
+        "torch": torch_forward(setup),
+        "jax": jax_forward(setup),
+        "torch matmul": torch_matmul(),
+        "jax matmul": jax_matmul(),
+    }
+    times = interleaved(variants, rounds=setup.rounds)
+    flops = model_flops(setup.config("torch"), setup.frames) * setup.batch
+    mm = 2.0 * MATMUL**3
+    label = setup.label
+    figures = [
+        best(f"{label}: torch forward", [setup.batch / s for s in times["torch"]], unit="clips/s", higher_is_better=True),
+        best(f"{label}: jax forward", [setup.batch / s for s in times["jax"]], unit="clips/s", higher_is_better=True),
+        ratio(f"{label}: jax / torch forward throughput", times["torch"], times["jax"], target=">= 0.8",
+              note="clips/s of JAX over torch, same rounds"),
+    ]
+    for backend in ("torch", "jax"):
+        # MFU = (model FLOPs / forward time) / (matmul FLOPs / matmul time), per round; best of the rounds.
+        per_round = [(flops / f) / (mm / m) for f, m in zip(times[backend], times[f"{backend} matmul"], strict=True)]
+        figures.append(Figure(f"{label}: {backend} forward MFU (fp32 matmul rate of the same rounds)",
+                              max(per_round), min(per_round), max(per_round), "frac", "", "", len(per_round)))
+    for backend in ("torch", "jax"):
+        rate = [mm / m / 1e9 for m in times[f"{backend} matmul"]]
+        figures.append(best(f"{label}: {backend} fp32 matmul rate ({MATMUL}^2)", rate, unit="GFLOP/s",
+                            higher_is_better=True))
+    return figures
+
+
+def training_memory(setup: Setup) -> list[Figure]:
+    """Peak memory of a training step at 0% and 75% masking in each backend, each in a fresh process."""
+    figures = []
+    for backend in ("torch", "jax"):
+        peaks = {}
+        for mask_ratio in (0.0, MASKED):
+            args = {
+                "encoder": "videofirst",
+                "options": {**setup.options(), "backend": backend},
+                "kind": "train",
+                "frames": setup.frames,
+                "mask_ratio": mask_ratio,
+                "trainable_layers": -1,
+                "batch": setup.batch,
+                "steps": 1,
+                "device": "cpu",
+                "optimizer": True,
+            }
+            peaks[mask_ratio] = measure(args)["peak_mib"]
+            how = "fresh process, resident set" if backend == "torch" else "XLA compiled memory analysis"
+            figures.append(single(f"{setup.label}: {backend} train step peak, {mask_ratio:.0%} masked", peaks[mask_ratio],
+                                  note=how))
+        saving = peaks[0.0] / max(peaks[MASKED], 1e-9)
+        figures.append(single(f"{setup.label}: {backend} memory saving of {MASKED:.0%} masking", saving, unit="x",
+                              target=">= 3"))
+    return figures
+
+
+MEASUREMENTS: list[Callable[[Setup], list[Figure]]] = [forward_throughput, training_memory]
+"""Every row group of the table; a new measurement of both backends is one more function here."""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variants", nargs="+", default=["S", "tiny"])
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", default=None, help="also write the figures as JSON (for bench/run_all.py)")
+    ns = parser.parse_args()
+    figures: list[Figure] = []
+    started = time.perf_counter()
+    for variant in ns.variants:
+        setup = Setup(variant, ns.frames, ns.size, ns.batch, ns.rounds)
+        for measurement in MEASUREMENTS:
+            figures += measurement(setup)
+    print_figures(f"videofirst: torch and JAX at the same config ({time.perf_counter() - started:.0f} s)", figures)
+    write_json(ns.json, "backends", figures)
+
+
+if __name__ == "__main__":
+    main()
