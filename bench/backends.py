@@ -205,7 +205,94 @@ def training_memory(setup: Setup) -> list[Figure]:
     return figures
 
 
-MEASUREMENTS: list[Callable[[Setup], list[Figure]]] = [forward_throughput, training_memory]
+# ---------------------------------------------------------------------------------------------------
+# Training steps/s: one optimizer step of each backend's trainer, on random clips (nothing decoded)
+
+TRAIN_TEXTS = ("a red circle moves left, then a blue square moves up", "a green triangle turns", "two shapes meet")
+
+
+def _train_config(setup: Setup, backend: str) -> Any:
+    """The recipe both trainers run here: 75% random masking, a word text tower, InfoNCE, AdamW."""
+    from vfeval_videofirst.train_config import DataConfig, LossConfig, OptimConfig, TrainConfig
+
+    opts = {**setup.options(), "tubelet": tuple(setup.options()["tubelet"]), "backend": backend}
+    model = VideoFirstConfig(**{**opts, "text": "words", "text_length": 32, "mask": "random", "mask_ratio": MASKED})
+    optim = OptimConfig(steps=1000, batch_size=setup.batch, bf16=False)
+    return TrainConfig(model=model, data=DataConfig(captions="-"), optim=optim, loss=LossConfig(kind="infonce"))
+
+
+def _texts(batch: int) -> list[str]:
+    return [f"{TRAIN_TEXTS[i % len(TRAIN_TEXTS)]} {i}" for i in range(batch)]
+
+
+def torch_train_step(setup: Setup) -> Callable[[], object]:
+    """``torch/train.py``'s step: forward of both towers with masks, loss, backward, clipping, AdamW."""
+    import torch
+    from vfeval_videofirst.masking import mask_rng
+    from vfeval_videofirst.torch.encoder import build_model
+    from vfeval_videofirst.torch.train import Objective, make_optimizer
+
+    cfg = _train_config(setup, "torch")
+    model = build_model(cfg.model)[0]
+    objective = Objective(model, "infonce", 0.0, distributed=False).train()
+    optimizer, _ = make_optimizer(objective, cfg.optim)
+    video = torch.randn(setup.batch, 3, setup.frames, setup.size, setup.size)
+    tokens = model.text.tokenize(_texts(setup.batch))
+    ids = torch.arange(setup.batch)
+    count = iter(range(1 << 30))
+
+    def run() -> object:
+        loss = objective(video, tokens, mask_rng(next(count)), ids[:, None], ids)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(objective.parameters(), cfg.optim.clip_grad)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    return run
+
+
+def jax_train_step(setup: Setup) -> Callable[[], object]:
+    """``jax/train.py``'s compiled step (the same recipe), its batch built as the trainer builds it."""
+    import jax
+    import jax.numpy as jnp
+    from vfeval_videofirst.jax import optim, sharding
+    from vfeval_videofirst.jax.train import Layout, Objective, initial_params, make_step, micro_batch
+
+    from vfeval.captions import CaptionedClip
+
+    cfg = _train_config(setup, "jax")
+    place = sharding.start("cpu")
+    model, params = initial_params(cfg)
+    optimizer = optim.make_optimizer(params, cfg.optim)
+    step = make_step(Objective(model, "infonce"), optimizer, place, 1)
+    choices = [(t,) for t in _texts(setup.batch)]
+    layout = Layout.of(cfg, [CaptionedClip("-", c) for c in choices], model.text.length, place.local_devices)
+    frames = np.random.default_rng(0).integers(0, 256, (setup.batch, setup.frames, setup.size, setup.size, 3), np.uint8)
+    batch = micro_batch(cfg, model, layout, frames, choices, list(range(setup.batch)), 0, "bench")
+    batch = jax.tree.map(lambda x: place.put(x[None], axis=1), batch)
+    state = {"params": place.replicate(params), "opt": place.replicate(jax.device_get(optimizer.init(params)))}
+
+    def run() -> object:
+        state["params"], state["opt"], losses = step(state["params"], {}, state["opt"], jnp.float32(1e-4), batch)
+        return losses.block_until_ready()
+
+    return run
+
+
+def training_steps(setup: Setup) -> list[Figure]:
+    """Optimizer steps/s of the torch and the JAX trainer at 75% masking, from the same rounds."""
+    times = interleaved({"torch": torch_train_step(setup), "jax": jax_train_step(setup)}, rounds=setup.rounds)
+    label = f"{setup.label} batch {setup.batch}, {MASKED:.0%} masked"
+    return [
+        best(f"{label}: torch train steps/s", [1 / s for s in times["torch"]], unit="steps/s", higher_is_better=True),
+        best(f"{label}: jax train steps/s", [1 / s for s in times["jax"]], unit="steps/s", higher_is_better=True),
+        ratio(f"{label}: jax / torch training throughput", times["torch"], times["jax"],
+              note="steps/s of JAX over torch, same rounds; JAX compiled in the warm-up round"),
+    ]
+
+
+MEASUREMENTS: list[Callable[[Setup], list[Figure]]] = [forward_throughput, training_memory, training_steps]
 """Every row group of the table; a new measurement of both backends is one more function here."""
 
 

@@ -24,7 +24,8 @@ share of its decoding. ``--long N`` adds the same comparison on N 3-minute 256p 
 default keyframe interval, as ``bench/decode.py``'s), read with 16 uniform frames.
 
 Figures are wall times of ``vfeval.runner.Runner.execute`` (load, requests, identity, cache, decode, encode,
-score, write); ``identity s`` is ``RunStats.identity_s``.
+score, write); ``identity s`` is ``RunStats.identity_s``: stat, memo lookups and hashing, the answer keys that
+include the identity, and the bookkeeping that counts invalidated windows.
 """
 
 from __future__ import annotations

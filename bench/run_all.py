@@ -40,10 +40,11 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "decode": ("decode.py", [], ["--quick", "--repeat", "1"]),
     "llm_scoring": ("llm_scoring.py", [], ["--prefix", "256", "--questions", "2", "--repeat", "2",
                                            "--width", "128", "--layers", "2"]),
+    "trainer": ("trainer.py", [], ["--rounds", "1", "--steps", "1", "--clips", "4"]),
     "pipeline": ("pipeline.py", [], ["--videos", "4", "--memory-videos", "20"]),
     "feature_store": ("feature_store.py", [], ["--videos", "8"]),
-    "cache": ("cache.py", [], []),
-    "backends": ("backends.py", [], []),
+    "cache": ("cache.py", [], ["--videos", "20", "--seconds", "2", "--replace", "2"]),
+    "backends": ("backends.py", [], ["--variants", "tiny", "--frames", "8", "--size", "64", "--rounds", "1"]),
 }
 
 
@@ -69,9 +70,11 @@ def run_bench(name: str, quick: bool, extra: list[str], out_dir: Path) -> dict:
     if out.returncode:
         lines = [x for x in out.stderr.strip().splitlines() if x.strip()]
         return {"bench": name, "error": lines[-1] if lines else f"exit code {out.returncode}", "wall_s": wall,
-                "command": " ".join(args[1:])}
+                "command": " ".join(args[1:-2] if "--json" in args else args[1:])}
     result = json.loads(json_path.read_text()) if json_path.exists() else {"bench": name, "stdout": out.stdout}
-    result.update(wall_s=wall, command=" ".join(a for a in args[1:] if not a.startswith(str(out_dir))))
+    shown = args[1:-2] if args[-2:] == ["--json", str(json_path)] else args[1:]
+    result.update(wall_s=wall, command=" ".join(str(Path(a).relative_to(ROOT)) if a == str(path) else a
+                                                for a in shown))
     return result
 
 

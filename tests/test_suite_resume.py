@@ -184,3 +184,18 @@ def test_two_writers_of_one_synthetic_folder_are_refused(tmp_path):
     finally:
         os.close(fd)
     assert partial.is_dir() and not (tmp_path / "data").exists()
+
+
+def test_an_option_added_since_a_run_was_saved_is_the_same_at_its_default(tmp_path):
+    from vfeval_videofirst.run_files import check_same_run
+    from vfeval_videofirst.train_config import TrainConfig
+
+    from vfeval.config import to_dict
+
+    now = to_dict(TrainConfig())
+    saved = json.loads(json.dumps(now))
+    del saved["model"]["backend"]  # a run saved before the option existed
+    check_same_run(saved, now, tmp_path)
+    now["model"]["backend"] = "jax"
+    with pytest.raises(UsageError, match=r"cannot resume .*model.backend: None -> 'jax'"):
+        check_same_run(saved, now, tmp_path)

@@ -90,9 +90,9 @@ class ContentIndex:
         out: dict[str, str] = {}
         probes: dict[str, tuple[str, int, int]] = {}  # path -> (absolute path, size, mtime_ns)
         for path in dict.fromkeys(paths):
-            real = os.path.abspath(path)
+            absolute = os.path.abspath(path)
             try:
-                st = os.stat(real)
+                st = os.stat(absolute)
             except FileNotFoundError:
                 out[path] = MISSING
                 continue
@@ -102,12 +102,12 @@ class ContentIndex:
             if not stat.S_ISREG(st.st_mode):  # a FIFO or device: reading it may block forever, never hash it
                 out[path] = NOT_A_FILE
                 continue
-            probes[path] = (real, st.st_size, st.st_mtime_ns)
-        known = self._lookup({real for real, _, _ in probes.values()})
+            probes[path] = (absolute, st.st_size, st.st_mtime_ns)
+        known = self._lookup({absolute for absolute, _, _ in probes.values()})
         todo: dict[str, tuple[str, int, int]] = {}
         for path, probe in probes.items():
-            real, size, mtime_ns = probe
-            hit = known.get(real)
+            absolute, size, mtime_ns = probe
+            hit = known.get(absolute)
             if hit is not None and hit[:2] == (size, mtime_ns):
                 out[path] = hit[2]
             else:
@@ -118,9 +118,9 @@ class ContentIndex:
         self.stats.seconds += time.perf_counter() - start
         return out
 
-    def _lookup(self, reals: set[str]) -> dict[str, tuple[int, int, str]]:
+    def _lookup(self, absolutes: set[str]) -> dict[str, tuple[int, int, str]]:
         found: dict[str, tuple[int, int, str]] = {}
-        items = sorted(reals)
+        items = sorted(absolutes)
         for i in range(0, len(items), 500):
             chunk = items[i : i + 500]
             rows = self.db.execute(
@@ -131,28 +131,28 @@ class ContentIndex:
         return found
 
     def _hash(self, todo: dict[str, tuple[str, int, int]], out: dict[str, str], began_ns: int) -> None:
-        def one(real: str) -> str:
+        def one(absolute: str) -> str:
             try:
-                return file_digest(real)
+                return file_digest(absolute)
             except FileNotFoundError:  # removed between stat and read
                 return MISSING
             except OSError as exc:
                 return f"unreadable: {exc.strerror or type(exc).__name__}"
 
-        reals = sorted({real for real, _, _ in todo.values()})
-        if len(reals) > 1 and self.workers > 1:
-            with ThreadPoolExecutor(min(self.workers, len(reals))) as pool:
-                digests = dict(zip(reals, pool.map(one, reals)))
+        absolutes = sorted({absolute for absolute, _, _ in todo.values()})
+        if len(absolutes) > 1 and self.workers > 1:
+            with ThreadPoolExecutor(min(self.workers, len(absolutes))) as pool:
+                digests = dict(zip(absolutes, pool.map(one, absolutes)))
         else:
-            digests = {real: one(real) for real in reals}
+            digests = {absolute: one(absolute) for absolute in absolutes}
         settled = began_ns - int(RACY_SECONDS * 1e9)
         rows = []
         for path, probe in todo.items():
             out[path] = digests[probe[0]]
-        for real, size, mtime_ns in set(todo.values()):
-            if digests[real].startswith("sha256:") and mtime_ns <= settled:
-                rows.append((real, size, mtime_ns, digests[real], time.time()))
-        self.stats.hashed += len(reals)
+        for absolute, size, mtime_ns in set(todo.values()):
+            if digests[absolute].startswith("sha256:") and mtime_ns <= settled:
+                rows.append((absolute, size, mtime_ns, digests[absolute], time.time()))
+        self.stats.hashed += len(absolutes)
         self.stats.bytes_hashed += sum(size for _, size, _ in set(todo.values()))
         if rows:
             with self.db:

@@ -65,7 +65,8 @@ class RunStats:
     files_hashed: int = 0
     """Video files whose content was hashed in this run (new or changed since their identity was remembered)."""
     identity_s: float = 0.0
-    """Seconds spent finding the content identity of video files (stat, lookups, hashing)."""
+    """Seconds spent on the content identity of video files: stat, lookups and hashing, the answer keys that
+    include it, and counting invalidated windows (what this run costs over one keyed by window alone)."""
 
     def to_dict(self) -> dict[str, int | float]:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in self.__dict__.items()}
@@ -168,18 +169,24 @@ class Runner:
         cache = Cache(Path(cfg.output.cache_dir) / "vfeval.sqlite")
         stats = RunStats(requests=len(unique))
         try:
+            started = time.perf_counter()
             contents = self._identify(list(unique.values()), pipeline, cache, stats)
             keys = {k: answer_key(r, contents.get(r.video.path) if r.video is not None and pipeline.needs_video(r)
                                   else None)
                     for k, r in unique.items()}
+            stats.identity_s += time.perf_counter() - started
             known = cache.get_answers(pfp, list(keys.values()))
             pending = [r for k, r in unique.items()
                        if keys[k] not in known or (cfg.run.retry_failed and not known[keys[k]].ok)]
             stats.cached = len(unique) - len(pending)
+            started = time.perf_counter()
             changed = self._count_invalidated(pending, pipeline, cache, pfp, contents, stats)
+            stats.identity_s += time.perf_counter() - started
             self._compute(pending, pipeline, cache, stats, pfp, keys, contents)
             if changed:
+                started = time.perf_counter()
                 cache.put_answered_content(pfp, changed)
+                stats.identity_s += time.perf_counter() - started
             stored = cache.get_answers(pfp, list(keys.values()))
             entries = {k: stored[ck] for k, ck in keys.items()}
         finally:
@@ -227,10 +234,9 @@ class Runner:
         paths = [r.video.path for r in requests if r.video is not None and pipeline.needs_video(r)]
         if not paths:
             return {}
-        before = (cache.content.stats.hashed, cache.content.stats.seconds)
+        before = cache.content.stats.hashed
         contents = cache.content.identify(paths)
-        stats.files_hashed += cache.content.stats.hashed - before[0]
-        stats.identity_s += cache.content.stats.seconds - before[1]
+        stats.files_hashed += cache.content.stats.hashed - before
         return contents
 
     def _count_invalidated(self, pending: list[Request], pipeline: Pipeline, cache: Cache, pfp: str,

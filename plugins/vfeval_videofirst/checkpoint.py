@@ -66,13 +66,26 @@ def checkpoint_path(path: str | Path) -> Path:
 
 
 def save_arrays(arrays: dict[str, np.ndarray], path: str | Path, config: Any = None) -> None:
-    """Write ``arrays`` (name → float32 array) as safetensors with the encoder config (dict or dataclass) as metadata."""
-    from safetensors.numpy import save_file
+    """Write ``arrays`` (name → float32 array) as safetensors with the encoder config (dict or dataclass) as metadata.
 
-    tensors = {k: np.array(v, dtype=np.float32, order="C") for k, v in arrays.items()}  # keeps 0-d as 0-d
+    The bytes are a function of the arrays and the config alone: the header lists the metadata, then the
+    tensors in name order, as compact JSON (the safetensors library orders metadata through a hash map,
+    whose order changes from process to process, and with it the file's hash)."""
     saved = {k: v for k, v in to_dict(config or {}).items() if k not in NOT_SAVED}
-    metadata = {"format": FORMAT, "config": json.dumps(saved, sort_keys=True)}
-    save_file(tensors, str(path), metadata=metadata)
+    metadata = {"config": json.dumps(saved, sort_keys=True), "format": FORMAT}
+    tensors = {k: np.array(arrays[k], dtype="<f4", order="C") for k in sorted(arrays)}  # keeps 0-d as 0-d
+    header: dict[str, Any] = {"__metadata__": metadata}
+    offset = 0
+    for name, a in tensors.items():
+        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
+        offset += a.nbytes
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the format pads the header with spaces to a multiple of 8 bytes
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little"))
+        f.write(text)
+        for a in tensors.values():
+            f.write(a.tobytes())
 
 
 def _unreadable(path: Path, exc: Exception) -> UsageError:

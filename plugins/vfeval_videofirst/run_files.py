@@ -74,9 +74,16 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def check_same_run(saved: dict[str, Any], now: dict[str, Any], folder: Path) -> None:
-    """Refuse to resume a run with options that would change the weights it reaches."""
-    a, b = _flat(saved), _flat(now)
-    differ = sorted(k for k in set(a) | set(b) if k not in FREE_ON_RESUME and a.get(k) != b.get(k))
+    """Refuse to resume a run with options that would change the weights it reaches. An option added since
+    the run was saved (absent from its config) is the same when it has its default value."""
+    from vfeval.config import to_dict
+    from vfeval_videofirst.train_config import TrainConfig
+
+    a, b, default = _flat(saved), _flat(now), _flat(to_dict(TrainConfig()))
+    differ = sorted(
+        k for k in set(a) | set(b)
+        if k not in FREE_ON_RESUME and a.get(k) != b.get(k) and not (k not in a and k in default and b[k] == default[k])
+    )
     if differ:
         shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in differ[:4])
         raise UsageError(

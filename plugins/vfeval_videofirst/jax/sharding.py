@@ -7,8 +7,8 @@ the step for that layout and XLA inserts the collectives the global loss needs (
 the whole batch, the mean of the gradients). Nothing here loops over processes or devices by hand.
 
 Several hosts: start one process per host with ``JAX_COORDINATOR_ADDRESS`` (``host:port`` of process 0),
-``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` set (or under a cluster JAX detects by itself: Slurm, Open MPI,
-Cloud TPU, with ``JAX_COORDINATOR_ADDRESS`` or nothing), and ``jax.distributed.initialize()`` joins them.
+``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` set (under Slurm or Open MPI JAX reads the last two from the
+cluster's own variables), and ``jax.distributed.initialize()`` joins them.
 Each process reads its own shard of the data; the global batch is their concatenation in process order.
 """
 

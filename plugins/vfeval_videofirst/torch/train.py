@@ -243,9 +243,13 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def check_same_run(saved: dict[str, Any], now: dict[str, Any], folder: Path) -> None:
-    """Refuse to resume a run with options that would change the weights it reaches."""
-    a, b = _flat(saved), _flat(now)
-    differ = sorted(k for k in set(a) | set(b) if k not in _FREE_ON_RESUME and a.get(k) != b.get(k))
+    """Refuse to resume a run with options that would change the weights it reaches. An option added since
+    the run was saved (absent from its config) is the same when it has its default value."""
+    a, b, default = _flat(saved), _flat(now), _flat(to_dict(TrainConfig()))
+    differ = sorted(
+        k for k in set(a) | set(b)
+        if k not in _FREE_ON_RESUME and a.get(k) != b.get(k) and not (k not in a and k in default and b[k] == default[k])
+    )
     if differ:
         shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in differ[:4])
         raise UsageError(
@@ -288,6 +292,36 @@ def start_processes(device_option: str) -> Proc:
     return Proc(dist.get_rank(), dist.get_world_size(), device)
 
 
+def cpu_threads() -> int:
+    """Threads this process may keep busy: the cores it may run on (its affinity), capped by the container's
+    CPU quota (cgroup v2 ``cpu.max``), shared among the processes ``torchrun`` started on this machine.
+
+    torch's default is the machine's physical cores, which a container with a quota of 2 CPUs on a 64-core
+    host does not have: 64 threads taking turns on 2 CPUs, each waiting at every parallel op for the slowest,
+    run a small model several times slower than one thread."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, cores // max(1, local))
+
+
+@contextlib.contextmanager
+def _cpu_threads(device: torch.device):
+    """torch's CPU threads set to ``cpu_threads()`` while training on the CPU, unless OMP_NUM_THREADS says."""
+    before = torch.get_num_threads()
+    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(cpu_threads())
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Training
 
@@ -302,7 +336,8 @@ def train(cfg: TrainConfig) -> str:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS is deterministic only with it
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        return str(_train(cfg, pairs, proc))
+        with _cpu_threads(proc.device):
+            return str(_train(cfg, pairs, proc))
     finally:
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
         if proc.world > 1 and dist.is_initialized():
