@@ -34,6 +34,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -151,6 +152,7 @@ def main() -> None:
         written = time.perf_counter() - start
         videos = sorted((root / "videos").glob("*.mp4"))
         date_back(videos)
+        shutil.rmtree(work / "cache", ignore_errors=True)  # --keep reuses the data, never the cache
         host = get_plugin_manager()
 
         rows = []

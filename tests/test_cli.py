@@ -208,3 +208,15 @@ def test_asking_for_a_name_of_a_failed_plugin_says_it_failed_and_why(host):
     message = str(info.value)
     assert "unknown task 'csv-mc'" in message
     assert "plugin 'broken-tasks' failed" in message and "needs the csv-mc data package" in message
+
+
+@pytest.mark.parametrize("first", ["vfeval.config", "vfeval.video.sampling", "vfeval.video.backends", "vfeval.video"])
+def test_config_and_sampling_import_in_any_order_without_a_cycle(first):
+    """vfeval.config owns the sampling config and imports nothing of vfeval.video; sampling imports config."""
+    code = (f"import sys, {first}\n"
+            "import vfeval.config\n"
+            "print(sorted(m for m in sys.modules if m.startswith('vfeval.video')) if "
+            f"{first!r} == 'vfeval.config' else 'ok')")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() in ("[]", "ok")

@@ -108,8 +108,8 @@ def pairs(checkpoints):
 
 @pytest.mark.parametrize(
     "arch,frames",
-    # The wide model at fewer and more frames than its table is laid out for; the tiny ones at all three.
-    [(a, f) for a in ("tiny-joint", "tiny-factorised") for f in (8, 16, 32)] + [("S-joint", 8), ("S-joint", 32)],
+    # The tiny models at all three frame counts; the wide one at twice the frames its table is laid out for.
+    [(a, f) for a in ("tiny-joint", "tiny-factorised") for f in (8, 16, 32)] + [("S-joint", 32)],
 )
 def test_video_embeddings_agree_between_backends(pairs, arch, frames):
     torch_side, jax_side = pairs(arch)

@@ -8,6 +8,7 @@ tokenizer over the words of the synthetic data, loaded by ``transformers.AutoTok
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -96,8 +97,10 @@ def run_cli(*args: str) -> None:
         os.environ["VFEVAL_PLUGINS"] = old if old is not None else ""
 
 
-def encoder(backend: str, model: Path, **kw):
-    cfg = VideoPrismConfig(model=str(model), backend=backend, device="cpu", **kw)
+@functools.lru_cache(maxsize=None)
+def encoder(backend: str, model: Path):
+    """One encoder per backend and checkpoint for the whole module (JAX compiles each input shape once)."""
+    cfg = VideoPrismConfig(model=str(model), backend=backend, device="cpu")
     return (jax_encoder if backend == "jax" else torch_encoder).make_encoder(cfg)
 
 

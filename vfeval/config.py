@@ -395,9 +395,7 @@ def build_run_config(raw: DictConfig, registry: Registry) -> RunConfig:
     )
     try:
         cfg = OmegaConf.to_object(OmegaConf.merge(schema, raw))
-    except OmegaConfBaseException as exc:
-        if isinstance(exc.__cause__, UsageError):  # a dataclass's own check, wrapped by OmegaConf
-            raise exc.__cause__ from None
+    except OmegaConfBaseException as exc:  # a dataclass's own check (a UsageError) passes straight through
         raise UsageError(describe(exc, schema)) from exc
     assert isinstance(cfg, RunConfig)
     if not _has_field(enc_cls, "backend"):
@@ -478,7 +476,25 @@ def load_trainer_config(
     try:
         cfg = OmegaConf.to_object(OmegaConf.merge(schema, raw))
     except OmegaConfBaseException as exc:
-        if isinstance(exc.__cause__, UsageError):
-            raise exc.__cause__ from None
         raise UsageError(describe(exc, schema)) from exc
+    except UsageError as exc:  # a dataclass's own check; a sampling config names its run-config key
+        paths = _paths_of(schema, SamplingConfig)
+        message = str(exc)
+        if len(paths) == 1 and "'pipeline.sampling." in message:
+            raise UsageError(message.replace("'pipeline.sampling.", f"'{paths[0]}.")) from None
+        raise
     return spec, cfg
+
+
+def _paths_of(node: DictConfig, cls: type, prefix: str = "") -> list[str]:
+    """Dotted keys of every structured node of type ``cls`` in ``node``."""
+    found = []
+    for key in node.keys():
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            path = f"{prefix}{key}"
+            if OmegaConf.get_type(child) is cls:
+                found.append(path)
+            else:
+                found.extend(_paths_of(child, cls, path + "."))
+    return found

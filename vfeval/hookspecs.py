@@ -38,7 +38,9 @@ def register_encoders(register: Callable[..., None]) -> None:
     :param register: call ``register(EncoderSpec(name=..., factory="pkg.mod:make_encoder",
         config=MyEncoderConfig, backends=("torch",), capabilities=("embed_video", "embed_text")))``.
         ``factory(config)`` returns a ``vfeval.pipeline.Encoder``; ``config`` derives from
-        ``vfeval.config.EncoderConfig``. ``family`` (``"video-first"``, ``"image-first"``, ``"baseline"``;
+        ``vfeval.config.EncoderConfig``. A run picks one of ``backends`` with ``pipeline.encoder.backend`` (the
+        first when left out), validated before the factory is called and set as ``config.backend``.
+        ``family`` (``"video-first"``, ``"image-first"``, ``"baseline"``;
         default ``"other"``) is the leaderboard family written into each result.
     """
 

@@ -89,12 +89,12 @@ def content_window_key(window: VideoWindow, content: str) -> str:
     return json.dumps({**window.identity(), "content": content}, sort_keys=True)
 
 
-def answer_key(request: Request, content: str | None) -> str:
-    """The cache key of a request's answer: ``request.key()``, with the video file's content identity when the
-    answer is computed from the video (``content`` not None)."""
+def answer_key(request_key: str, content: str | None) -> str:
+    """The cache key of a request's answer: its ``request.key()``, with the video file's content identity when
+    the answer is computed from the video (``content`` not None)."""
     if content is None:
-        return request.key()
-    return hashlib.sha256(f"{request.key()}\n{content}".encode()).hexdigest()[:32]
+        return request_key
+    return hashlib.sha256(f"{request_key}\n{content}".encode()).hexdigest()[:32]
 
 
 def pipeline_description(pipeline: Pipeline, batch_size: int) -> dict[str, Any]:
@@ -171,7 +171,7 @@ class Runner:
         try:
             started = time.perf_counter()
             contents = self._identify(list(unique.values()), pipeline, cache, stats)
-            keys = {k: answer_key(r, contents.get(r.video.path) if r.video is not None and pipeline.needs_video(r)
+            keys = {k: answer_key(k, contents.get(r.video.path) if r.video is not None and pipeline.needs_video(r)
                                   else None)
                     for k, r in unique.items()}
             stats.identity_s += time.perf_counter() - started
@@ -241,22 +241,23 @@ class Runner:
 
     def _count_invalidated(self, pending: list[Request], pipeline: Pipeline, cache: Cache, pfp: str,
                            contents: dict[str, str], stats: RunStats) -> dict[str, str]:
-        """Count (and say) the pending windows whose file had other content when this pipeline last answered.
+        """Count (and say) the pending windows whose file had other content when this pipeline last computed
+        windows of it.
 
-        Returns ``{absolute path: identity}`` of the files whose identity is new to this pipeline, to record
-        once their windows are answered."""
-        if not contents:
+        Returns ``{absolute path: identity}`` of the pending windows' files whose identity is new to this
+        pipeline, to record once those windows are answered."""
+        videos = [r.video for r in pending if r.video is not None and pipeline.needs_video(r)]
+        if not videos:
             return {}
-        absolute = {p: os.path.abspath(p) for p in contents}
+        absolute = {w.path: os.path.abspath(w.path) for w in videos}
         before = cache.answered_content(pfp, sorted(set(absolute.values())))
-        changed = {p for p, c in contents.items() if before.get(absolute[p], c) != c}
-        windows = {window_key(r.video) for r in pending
-                   if r.video is not None and r.video.path in changed and pipeline.needs_video(r)}
+        changed = {p for p in absolute if before.get(absolute[p], contents[p]) != contents[p]}
+        windows = {window_key(w) for w in videos if w.path in changed}
         stats.windows_invalidated = len(windows)
         if windows:
             self.console.print(f"{len(windows)} windows invalidated: {len(changed)} video files changed since "
                                "this pipeline answered about them; computing them again")
-        return {absolute[p]: c for p, c in contents.items() if before.get(absolute[p]) != c}
+        return {absolute[p]: contents[p] for p in absolute if before.get(absolute[p]) != contents[p]}
 
     def _compute(self, pending: list[Request], pipeline: Pipeline, cache: Cache, stats: RunStats, pfp: str,
                  keys: dict[str, str], contents: dict[str, str]) -> None:

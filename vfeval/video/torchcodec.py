@@ -9,6 +9,13 @@ length comes from the same header read as the PyAV reader's (``vfeval.video.read
 are decoded by TorchCodec. Times are measured from the stream's start, as the reader's are; a time before
 the first frame gives the first frame, a time past the last gives the last.
 
+``VideoDecoder`` seeks to the keyframe before each time, and where FFmpeg lands past it (files without a
+seek index, MPEG-TS above all: up to a group of pictures late, even for the first frame) it returns the next
+frame it decodes instead of refusing. So every frame is checked: if one starts after the time it was asked for,
+the window is read again by demuxing forward with TorchCodec's own blocks (``Demuxer``, its packet decoder and
+``ColorConverter``), backing off from the first time until the landing is no later than it; a TorchCodec
+without those blocks raises ``DataError("decode-error: ...")`` instead of returning the wrong frames.
+
 TorchCodec converts to RGB at the decoded size (and turns rotated streams upright itself); resizing and
 cropping follow the reader (swscale's area filter, short side to ``size``, centre crop to ``crop``). Importing
 this module imports torch: only a decoding process does, when it builds the decoder.
@@ -50,6 +57,56 @@ def _resize_crop(frames: np.ndarray, size: int, crop: int) -> np.ndarray:
         top, left = (h - crop) // 2, (w - crop) // 2
         frames = frames[:, top : top + crop, left : left + crop]
     return np.ascontiguousarray(frames)
+
+
+def _played_at_by_demuxing(
+    path: str, query: np.ndarray, first: float, threads: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(uint8 [N, H, W, 3], float64 [N] pts in seconds)``: the frame played at each of the increasing ``query``
+    times, decoded forward through TorchCodec's blocks after a seek that is checked (``VideoDecoder`` trusts
+    FFmpeg's landing; see the module docstring). Raises ``ImportError`` where TorchCodec has no blocks."""
+    from torchcodec.decoders import ColorConverter, Demuxer
+
+    convert = ColorConverter(device="cpu")
+    back = 1.0
+    while True:
+        demuxer = Demuxer(path)
+        decoder = demuxer.streams[0].make_decoder(device="cpu", num_ffmpeg_threads=threads)
+        at = float(query[0]) - back
+        if at > first:  # otherwise read from the start, where no seek can land late
+            demuxer.seek(at)
+        raw = _raw_frames(demuxer, decoder)
+        head = next(raw, None)
+        if at <= first or (head is not None and head.pts_seconds <= query[0] + TIME_SLACK):
+            break
+        back *= 2  # landed past the first time (or at the end): seek from further back
+    if head is None:
+        raise DataError(f"truncated: no frame of {path} decodes")
+    frames, shown, i, shown_frame, prev = [], [], 0, None, head
+    for frame in raw:  # the frame played at q is the last one that starts at or before it
+        while i < len(query) and frame.pts_seconds > query[i] + TIME_SLACK:
+            if shown_frame is None or shown_frame[0] is not prev:
+                shown_frame = (prev, convert.convert(prev).data.permute(1, 2, 0).numpy())
+            frames.append(shown_frame[1])
+            shown.append(prev.pts_seconds)
+            i += 1
+        if i == len(query):
+            break
+        prev = frame
+    while i < len(query):  # times past the last frame get the last frame
+        if shown_frame is None or shown_frame[0] is not prev:
+            shown_frame = (prev, convert.convert(prev).data.permute(1, 2, 0).numpy())
+        frames.append(shown_frame[1])
+        shown.append(prev.pts_seconds)
+        i += 1
+    return np.stack(frames), np.array(shown, dtype=np.float64)
+
+
+def _raw_frames(demuxer: Any, decoder: Any) -> Any:
+    """The decoded frames of the demuxer's video stream, in presentation order, to the end of the stream."""
+    for packet in demuxer:
+        yield from decoder.decode(packet)
+    yield from decoder.drain()
 
 
 class TorchCodecBackend:
@@ -104,8 +161,22 @@ class TorchCodecBackend:
             batch = decoder.get_frames_played_at(query.tolist())
         except Exception as exc:
             raise DataError(f"decode-error: TorchCodec on {window.path}: {type(exc).__name__}: {exc}") from None
-        frames = batch.data.numpy()
-        shown = batch.pts_seconds.numpy().astype(np.float64) - start
+        frames, shown = batch.data.numpy(), batch.pts_seconds.numpy().astype(np.float64)
+        if len(query) and (shown > query + TIME_SLACK).any():  # FFmpeg's seek landed past a wanted frame
+            try:
+                frames, shown = _played_at_by_demuxing(str(window.path), query, first, self.threads)
+            except ImportError:
+                late = int(np.argmax(shown > query + TIME_SLACK))
+                raise DataError(
+                    f"decode-error: TorchCodec gave the frame at {shown[late] - start:.3f} s for "
+                    f"{times[late]:.3f} s of {window.path}: its seek landed past the keyframe (a file without a "
+                    "seek index, such as MPEG-TS); use a TorchCodec with Demuxer, or decoder=pyav"
+                ) from None
+            except DataError:
+                raise
+            except Exception as exc:
+                raise DataError(f"decode-error: TorchCodec on {window.path}: {type(exc).__name__}: {exc}") from None
+        shown = shown - start
         slack = max(min(END_SLACK, END_SLACK_SHARE * info.duration), 2 / info.fps if info.fps else 0.0)
         if len(times) and times.max() - shown.max() > slack:
             raise DataError(

@@ -309,9 +309,10 @@ def load_official(model: nnx.Module, params: dict[str, np.ndarray]) -> None:
         raise UsageError(f"videoprism: checkpoint does not fit the model: missing {missing[:3]}, unexpected {extra[:3]}")
     for key, var in slots.items():
         value = params[key]
-        if value.shape != var.value.shape:
-            raise UsageError(f"videoprism: {key} has shape {value.shape}, the model expects {var.value.shape}")
-        var.value = jnp.asarray(value, jnp.float32)
+        shape = var.get_value().shape
+        if value.shape != shape:
+            raise UsageError(f"videoprism: {key} has shape {value.shape}, the model expects {shape}")
+        var.set_value(jnp.asarray(value, jnp.float32))
 
 
 def random_official(arch: Arch, seed: int = 0) -> dict[str, np.ndarray]:
@@ -319,7 +320,7 @@ def random_official(arch: Arch, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     out = {}
     for key, var in _params(build(arch)).items():
-        shape = var.value.shape
+        shape = var.get_value().shape
         fan_in = shape[-3] if key.endswith("/w") else shape[-2] if len(shape) >= 2 else 1
         out[key] = (rng.standard_normal(shape) / math.sqrt(max(fan_in, 1))).astype(np.float32)
     return out
