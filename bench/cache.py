@@ -151,6 +151,8 @@ def main() -> None:
             write_egoschema(root, args.videos, args.seconds, args.fps, args.size, args.workers)
         written = time.perf_counter() - start
         videos = sorted((root / "videos").glob("*.mp4"))
+        for i, p in enumerate(videos[: args.replace]):  # as written, if an earlier --keep run replaced them
+            write_clip(p, args.seconds, args.fps, args.size, args.size, i % len(NAMES), i, 2 * args.fps)
         date_back(videos)
         shutil.rmtree(work / "cache", ignore_errors=True)  # --keep reuses the data, never the cache
         host = get_plugin_manager()

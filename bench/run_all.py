@@ -6,7 +6,7 @@
     python bench/run_all.py --only masking metrics
 
 Each benchmark runs in its own process, one after the other (never two at once: they would time each
-other). Those that take ``--json`` (built on ``bench/harness.py``) give figures with their spread and
+other): those named in ``BENCHES`` with their settings, then any other script in bench/ at its defaults. Those that take ``--json`` (built on ``bench/harness.py``) give figures with their spread and
 target; the others' printed tables are included as they are. When torch sees a GPU, ``masking.py`` runs a
 second time with ``--device cuda`` (bf16 MFU, the frames that fit the GPU's memory at 75% masking).
 
@@ -48,16 +48,28 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
 }
 
 
+def discover() -> dict[str, tuple[str, list[str], list[str] | None]]:
+    """``BENCHES``, and any other script in bench/ (run at its defaults; skipped by --quick, which knows no
+    small settings for it)."""
+    found: dict[str, tuple[str, list[str], list[str] | None]] = dict(BENCHES)
+    for path in sorted(HERE.glob("*.py")):
+        if path.stem not in found and path.stem not in ("harness", "run_all") and not path.stem.startswith("_"):
+            found[path.stem] = (path.name, [], None)
+    return found
+
+
 def supports_json(script: Path) -> bool:
     return '"--json"' in script.read_text()
 
 
 def run_bench(name: str, quick: bool, extra: list[str], out_dir: Path) -> dict:
     """Run one benchmark script; returns its JSON figures, or its printed output when it has none."""
-    script, full, small = BENCHES[name]
+    script, full, small = discover()[name]
     path = HERE / script
     if not path.exists():
         return {"bench": name, "error": f"{path.relative_to(ROOT)} does not exist"}
+    if quick and small is None:
+        return {"bench": name, "skipped": "no --quick settings are known for it; run without --quick"}
     args = [sys.executable, str(path), *(small if quick else full), *extra]
     json_path = out_dir / f"{name}{'-'.join([''] + [a.strip('-') for a in extra])}.json"
     if supports_json(path):
@@ -168,6 +180,9 @@ def render(info: dict, results: list[dict], qs: dict | None, quick: bool) -> str
         if "error" in r:
             lines.append(f"| {name} | failed: {r['error']} | | | | | |")
             continue
+        if "skipped" in r:
+            lines.append(f"| {name} | skipped: {r['skipped']} | | | | | |")
+            continue
         for f in r.get("figures", []):
             spread = f"{_fmt(f['low'])} - {_fmt(f['high'])} ({f['rounds']} rounds)" if f["rounds"] > 1 else "1 run"
             verdict = "" if f["met"] is None else ("met" if f["met"] else "**not met**")
@@ -193,7 +208,7 @@ def render(info: dict, results: list[dict], qs: dict | None, quick: bool) -> str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: check that every benchmark runs")
-    parser.add_argument("--only", nargs="+", choices=list(BENCHES), help="run these benchmarks only")
+    parser.add_argument("--only", nargs="+", choices=list(discover()), help="run these benchmarks only")
     parser.add_argument("--quickstart", action="store_true", help="also time the quickstart (minutes)")
     parser.add_argument("--keep", type=Path, help="folder for the quickstart's clone (kept; default: a temp folder)")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
@@ -209,7 +224,7 @@ def main() -> None:
     info["gpu"] = gpu
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ns.only or list(BENCHES):
+        for name in ns.only or list(discover()):
             results.append(run_bench(name, ns.quick, [], Path(tmp)))
             if name == "masking" and gpu:
                 results.append(run_bench(name, ns.quick, ["--device", "cuda"], Path(tmp)))

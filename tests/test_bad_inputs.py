@@ -189,3 +189,22 @@ def test_the_installed_script_behaves_the_same(argv, tmp_path):
                          env=env, timeout=120)
     assert res.returncode == 2, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+
+
+def test_an_unwritable_cache_folder_is_one_line(files, tmp_path, monkeypatch, capsys):
+    """Root may write anywhere, so the permission is taken away where vfeval asks for it (os.access)."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == locked else real_access(p, mode, **kw))
+    monkeypatch.chdir(tmp_path)
+    for argv, env, key in [
+        (["run", EGO, f"task.root={tmp_path}", f"output.cache_dir={locked}/cache"], {}, "output.cache_dir"),
+        (["run", EGO, f"task.root={tmp_path}"], {"VFEVAL_CACHE": str(locked)}, "VFEVAL_CACHE"),
+        (["cache", "info", "--cache-dir", str(locked / "cache")], {}, "--cache-dir"),
+        (["run", EGO, f"task.root={tmp_path}", f"output.dir={locked}"], {}, "output.dir"),
+    ]:
+        monkeypatch.delenv("VFEVAL_CACHE", raising=False)
+        code, _, err = invoke(argv, env, monkeypatch, capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert key in err and "not writable" in err and str(locked) in err

@@ -175,8 +175,9 @@ def test_results_md_has_the_machine_and_every_figure_with_its_spread():
         {"bench": "masking", "figures": [vars(f) for f in figs], "command": "bench/masking.py", "wall_s": 1.0},
         {"bench": "cache", "stdout": "a table\n", "command": "bench/cache.py", "wall_s": 2.0},
         {"bench": "broken", "error": "ValueError: no", "command": "bench/x.py", "wall_s": 0.5},
+        {"bench": "new", "skipped": "no --quick settings"},
     ]
     text = run_all.render(info, results, {"phases": [("data", 12.0)], "wall_s": 12.0}, quick=False)
     for needle in (info["cpu"], "numpy", "date (UTC)", "step speed-up", "3 - 3.3 (2 rounds)", ">= 3", "met",
-                   "peak", "123", "a table", "failed: ValueError: no", "| data | 12 |"):
+                   "peak", "123", "a table", "failed: ValueError: no", "| data | 12 |", "skipped: no --quick"):
         assert needle in text, needle

@@ -291,3 +291,27 @@ def test_cache_clear_forgets_digests(tmp_path, host):
         assert cache.info()["files_hashed"] == 0 and cache.info()["answers"] == 0
     finally:
         cache.close()
+
+
+@pytest.mark.parametrize("name, split, extra, labels", [
+    ("msrvtt_retrieval", "1k-A", [], {"jsfusion_csv"}),
+    ("msrvtt_retrieval", "full", [], {"annotations"}),
+    ("msrvtt_category", "1k-A", [], {"annotations", "jsfusion_csv", "train_csv"}),
+    ("youcook2_retrieval", "validation", [], {"clips_csv"}),
+    ("youcook2_retrieval", "validation", ["task.clips=annotations"], {"annotations"}),
+    ("youcook2_summary", "validation", [], {"annotations"}),
+])
+def test_benchmark_protocols_hash_the_files_their_split_reads(tmp_path_factory, host, name, split, extra, labels):
+    from vfeval_benchmarks.synthetic import write_synthetic
+
+    data = tmp_path_factory.getbasetemp() / "synthetic-msrvtt-youcook2"
+    if not data.exists():
+        write_synthetic(data, formats=["msrvtt", "youcook2"], n_videos=4, n_train_videos=0, size=32, duration=4.0,
+                        workers=1)
+    root = data / name.split("_")[0]
+    cfg = load_run_config(None, [f"task.name={name}", f"task.root={root}", f"task.split={split}", *extra,
+                                 "pipeline.encoder.name=pixel", "pipeline.aggregator.name=identity"], host.registry)
+    task = host.registry.get("tasks", name).load()(cfg.task)
+    files = task.protocol()["files"]
+    assert set(files) == labels | {"synthetic_events"}
+    assert files["synthetic_events"] == file_digest(root / "synthetic_events.json")

@@ -220,3 +220,17 @@ def test_config_and_sampling_import_in_any_order_without_a_cycle(first):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() in ("[]", "ok")
+
+
+class TwiceTaskPlugin:
+    @hookimpl
+    def register_tasks(self, register):
+        register(TaskSpec(name="twice-task", factory="nowhere:make"))
+        register(TaskSpec(name="twice-task", factory="nowhere:other"))
+
+
+def test_a_plugin_registering_a_name_twice_fails_alone(host):
+    with registered_plugin(host, TwiceTaskPlugin(), "twice"):
+        registry = host.registry
+        assert "twice" in registry.failed and "registers task 'twice-task' twice" in registry.failed["twice"]
+        assert registry.get("tasks", "egoschema").plugin == "benchmarks"

@@ -203,10 +203,11 @@ def run_in_process(config: Path, *overrides: str) -> Path:
     return Path(spec.load()(cfg))
 
 
-def vfeval_train(config: Path, *overrides: str, devices: int = 1, **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "OMP_NUM_THREADS": "1"}
+def vfeval_train(config: Path, *overrides: str, devices: int = 1, env: dict | None = None) -> subprocess.Popen:
+    """``vfeval train`` in a fresh process with ``devices`` CPU devices (XLA reads its flags when JAX starts)."""
+    env = {**(env or os.environ), "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "vfeval", "train", str(config), *overrides]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def metrics(folder: Path) -> list[dict]:
@@ -318,3 +319,30 @@ def test_the_backend_key_is_checked_with_one_line(tmp_path, data, host):
     assert res.returncode == 2, res.stderr
     assert "'model.backend' is 'jax', but jax is not installed: pip install \"vfeval[jax]\"" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "train-bad").exists()
+
+
+def test_two_processes_joined_by_jax_distributed_train_as_one_with_their_global_batch(tmp_path, data):
+    # Unmasked: masks are drawn per process for its own rows, as in the torch trainer under torchrun.
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    short = ("optim={lr: 1.0e-3, warmup_steps: 2, steps: 4, batch_size: 2}", "model.mask=none")
+    config = write_config(tmp_path, data, "hosts", checkpoint_every="0")
+    procs = []
+    for rank in range(2):
+        env = {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(rank)}
+        procs.append(vfeval_train(config, *short, env={**os.environ, **env}))
+    single = vfeval_train(write_config(tmp_path, data, "single", checkpoint_every="0"), *short, "optim.batch_size=4")
+    outs = [p.communicate(timeout=600) for p in (*procs, single)]
+    for p, (_, err) in zip((*procs, single), outs):
+        assert p.returncode == 0, err[-3000:]
+    assert "jax on 2 cpu devices in 2 processes" in outs[0][0]
+    assert all("final checkpoint:" in out for out, _ in outs)
+    two, one = metrics(tmp_path / "train-hosts"), metrics(tmp_path / "train-single")
+    assert [m["step"] for m in two] == [1, 2, 3, 4]  # written once, by process 0
+    np.testing.assert_allclose([m["loss"] for m in two], [m["loss"] for m in one], rtol=1e-5)
+    a, b = weights(tmp_path / "train-hosts" / "final.safetensors"), weights(tmp_path / "train-single" / "final.safetensors")
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], atol=1e-5, rtol=0, err_msg=key)

@@ -24,11 +24,12 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("jax")
 pytest.importorskip("transformers")
 
-from vfeval.cli import main  # noqa: E402
 from vfeval_videoprism import checkpoint  # noqa: E402
 from vfeval_videoprism.config import VideoPrismConfig  # noqa: E402
 from vfeval_videoprism.jax import encoder as jax_encoder  # noqa: E402
 from vfeval_videoprism.torch import encoder as torch_encoder  # noqa: E402
+
+from vfeval.cli import main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = "core,benchmarks,baselines,videoprism"
@@ -97,7 +98,7 @@ def run_cli(*args: str) -> None:
         os.environ["VFEVAL_PLUGINS"] = old if old is not None else ""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def encoder(backend: str, model: Path):
     """One encoder per backend and checkpoint for the whole module (JAX compiles each input shape once)."""
     cfg = VideoPrismConfig(model=str(model), backend=backend, device="cpu")
@@ -149,7 +150,7 @@ def test_our_jax_model_on_the_official_npz_matches_the_transformers_port(tiny):
     assert np.abs(text[:, None] - text[None]).max() > 0.1  # different texts, different embeddings
 
 
-@pytest.mark.parametrize("frames,size", [(6, 54), (3, 36), (FRAMES, 18)])
+@pytest.mark.parametrize("frames,size", [(6, 54), (3, 18)])
 def test_other_frame_counts_and_resolutions_resize_positions_alike_in_both_backends(tiny, frames, size):
     videos = clips(2, frames, size, seed=frames)
     t, j = encoder("torch", tiny["npz"]).embed_video(videos), encoder("jax", tiny["npz"]).embed_video(videos)
@@ -248,12 +249,16 @@ def test_zero_shot_runs_give_identical_predictions_in_both_backends(tiny, synthe
         assert r["result"]["task"]["n"] == len(r["samples"]) > 0 and r["result"]["task"]["n_failed"] == 0
     torch_pred = [s.get("prediction") for s in runs["torch"]["samples"]]
     assert torch_pred == [s.get("prediction") for s in runs["jax"]["samples"]]
+    assert runs["torch"]["result"]["metrics"] == runs["jax"]["result"]["metrics"]
+    if task == "egoschema":
+        assert all(p is not None for p in torch_pred)
     for a, b in zip(runs["torch"]["samples"], runs["jax"]["samples"]):
         for x, y in zip(a["answers"], b["answers"]):
             if isinstance(x, dict) and "array" in x:
                 assert np.abs(np.asarray(x["array"]) - np.asarray(y["array"])).max() < TOL
 
 
+@pytest.mark.slow
 def test_the_jax_backend_runs_without_torch(tiny, synthetic, tmp_path):
     code = ("import sys\nsys.modules['torch'] = None\n"
             f"sys.argv = ['vfeval', 'run', {str(REPO / 'configs' / 'videoprism' / 'egoschema.yaml')!r}, "

@@ -7,8 +7,9 @@ it answered, and a result name the task files it was scored against.
 An identity is ``"sha256:<hex>"``, the SHA-256 of the whole file. Hashing a file is done once: the digest is
 remembered in a SQLite table (next to the answer cache, in the same file) under the file's absolute path with its
 size and modification time in nanoseconds, and asking again costs one ``stat`` and a lookup. A file whose
-size or mtime changed is hashed again. The path is made absolute, not resolved: resolving every link of every
-path costs far more than the ``stat`` (a symlink is hashed under its own name, as the file it points to).
+size or mtime changed is hashed again. A relative path is made absolute, nothing is resolved: resolving every
+link of every path costs far more than the ``stat`` (a symlink is hashed under its own name, as the file it
+points to).
 
 Why the whole file and not a sample of its chunks (say the first, middle and last MiB): a video fixed in place
 (a repaired byte range, a re-muxed stream of the same size) can differ only between the sampled chunks, and a
@@ -90,7 +91,8 @@ class ContentIndex:
         out: dict[str, str] = {}
         probes: dict[str, tuple[str, int, int]] = {}  # path -> (absolute path, size, mtime_ns)
         for path in dict.fromkeys(paths):
-            absolute = os.path.abspath(path)
+            # Task paths are absolute already; normalising them would cost as much as the stat.
+            absolute = path if path[:1] == os.sep else os.path.abspath(path)
             try:
                 st = os.stat(absolute)
             except FileNotFoundError:

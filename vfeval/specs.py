@@ -122,13 +122,16 @@ class Registry:
         return getattr(self, kind)
 
     def add(self, kind: str, spec: _Spec) -> None:
-        """Record ``spec`` (with ``spec.plugin`` set); a name another plugin already holds becomes contested."""
+        """Record ``spec`` (with ``spec.plugin`` set); a name another plugin already holds becomes contested.
+        A plugin that registers one name twice gets a ``UsageError`` (reported as that plugin's failure)."""
         table = self.table(kind)
         key = (kind, spec.name)
         if key in self.contested:
             if spec.plugin not in self.contested[key]:
                 self.contested[key] = (*self.contested[key], spec.plugin)
-        elif spec.name in table and table[spec.name].plugin != spec.plugin:
+        elif spec.name in table:
+            if table[spec.name].plugin == spec.plugin:
+                raise UsageError(f"plugin {spec.plugin!r} registers {kind[:-1]} {spec.name!r} twice")
             self.contested[key] = (table.pop(spec.name).plugin, spec.plugin)
         else:
             table[spec.name] = spec

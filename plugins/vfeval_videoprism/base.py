@@ -16,7 +16,14 @@ from vfeval.hashing import sha256_file
 from vfeval.pipeline import Encoder
 from vfeval_videoprism.checkpoint import Arch
 from vfeval_videoprism.config import VideoPrismConfig
-from vfeval_videoprism.inputs import TOKENIZER_FILES, Source, frames_to_input, load_tokenizer, tokenize, weights_id
+from vfeval_videoprism.inputs import (
+    TOKENIZER_FILES,
+    Source,
+    frames_to_input,
+    load_tokenizer,
+    tokenize,
+    weights_id,
+)
 
 
 def check_config(cfg: VideoPrismConfig) -> None:

@@ -11,10 +11,11 @@ the first frame gives the first frame, a time past the last gives the last.
 
 ``VideoDecoder`` seeks to the keyframe before each time, and where FFmpeg lands past it (files without a
 seek index, MPEG-TS above all: up to a group of pictures late, even for the first frame) it returns the next
-frame it decodes instead of refusing. So every frame is checked: if one starts after the time it was asked for,
-the window is read again by demuxing forward with TorchCodec's own blocks (``Demuxer``, its packet decoder and
-``ColorConverter``), backing off from the first time until the landing is no later than it; a TorchCodec
-without those blocks raises ``DataError("decode-error: ...")`` instead of returning the wrong frames.
+frame it decodes instead of refusing, or fails having reached the end. So every frame is checked: if one
+starts after the time it was asked for, or the batched call fails, the window is read again by demuxing
+forward with TorchCodec's own blocks (``Demuxer``, its packet decoder and ``ColorConverter``), backing off
+from the first time until the landing is no later than it; a TorchCodec without those blocks raises
+``DataError("decode-error: ...")`` instead of returning the wrong frames.
 
 TorchCodec converts to RGB at the decoded size (and turns rotated streams upright itself); resizing and
 cropping follow the reader (swscale's area filter, short side to ``size``, centre crop to ``crop``). Importing
@@ -159,18 +160,21 @@ class TorchCodecBackend:
         query = np.clip(start + times + TIME_SLACK, first, math.nextafter(end, -math.inf))
         try:
             batch = decoder.get_frames_played_at(query.tolist())
-        except Exception as exc:
-            raise DataError(f"decode-error: TorchCodec on {window.path}: {type(exc).__name__}: {exc}") from None
-        frames, shown = batch.data.numpy(), batch.pts_seconds.numpy().astype(np.float64)
-        if len(query) and (shown > query + TIME_SLACK).any():  # FFmpeg's seek landed past a wanted frame
+            frames, shown = batch.data.numpy(), batch.pts_seconds.numpy().astype(np.float64)
+            failure = None
+        except Exception as exc:  # a seek that landed past the last frame ends here too
+            frames, shown, failure = None, query, f"{type(exc).__name__}: {exc}"
+        late = np.flatnonzero(shown > query + TIME_SLACK)  # FFmpeg's seek landed past a wanted frame
+        if failure is not None or len(late):
             try:
                 frames, shown = _played_at_by_demuxing(str(window.path), query, first, self.threads)
             except ImportError:
-                late = int(np.argmax(shown > query + TIME_SLACK))
+                if failure is not None:
+                    raise DataError(f"decode-error: TorchCodec on {window.path}: {failure}") from None
                 raise DataError(
-                    f"decode-error: TorchCodec gave the frame at {shown[late] - start:.3f} s for "
-                    f"{times[late]:.3f} s of {window.path}: its seek landed past the keyframe (a file without a "
-                    "seek index, such as MPEG-TS); use a TorchCodec with Demuxer, or decoder=pyav"
+                    f"decode-error: TorchCodec gave the frame at {shown[late[0]] - start:.3f} s for "
+                    f"{times[late[0]]:.3f} s of {window.path}: its seek landed past the keyframe (a file without "
+                    "a seek index, such as MPEG-TS); use a TorchCodec with Demuxer, or decoder=pyav"
                 ) from None
             except DataError:
                 raise

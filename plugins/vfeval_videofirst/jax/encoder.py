@@ -163,15 +163,17 @@ def preprocess(clips: np.ndarray, image_size: int, t: int) -> jax.Array:
     return jnp.asarray((x - mean) / std)
 
 
+@partial(jax.jit, static_argnums=0)
+def _apply(graphdef: Any, state: Any, *args: Any) -> jax.Array:
+    """A module (``graphdef`` + ``state``) called on ``args``; compiled once per architecture and input shape,
+    and shared by every encoder of that architecture in the process."""
+    return nnx.merge(graphdef, state)(*args)
+
+
 def _pure(module: nnx.Module) -> tuple[Any, Any]:
     """A jitted pure function of the module's state and inputs, and that state."""
     graphdef, state = nnx.split(module)
-
-    @jax.jit
-    def run(state: Any, *args: Any) -> jax.Array:
-        return nnx.merge(graphdef, state)(*args)
-
-    return run, state
+    return partial(_apply, graphdef), state
 
 
 class JaxVideoFirstEncoder(Encoder):

@@ -26,7 +26,9 @@ Public interface (shapes; ``B`` batch, ``D`` width, ``E`` embed_dim):
   tensors (names as in ``checkpoint.py``), out of and into a model.
 
 Nothing here imports torch. Randomness is explicit: ``rng``, a ``numpy.random.Generator``, draws the
-initial weights (``encoder.build_model`` seeds it with ``seed``), and numpy generators draw the masks. Attention is plain softmax attention in fp32 (``attention``), which XLA fuses well on CPU.
+initial weights (``encoder.build_model`` seeds it with ``seed``), and numpy generators draw the masks.
+Attention is plain softmax attention in fp32 (``attention``): XLA fuses it well on CPU, but unlike torch's
+``scaled_dot_product_attention`` it holds the ``N x N`` scores, so very long inputs need more memory here.
 """
 
 from __future__ import annotations

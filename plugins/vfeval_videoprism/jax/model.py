@@ -14,7 +14,13 @@ over with ``jax.lax.scan``. What decides parity with the released weights:
 - the pooler scales its query per dimension by ``softplus(s) / softplus(0) / sqrt(H)``;
 - text tokens are embedded times sqrt(D), plus sinusoidal positions, and a class token (also times sqrt(D))
   is appended; the text tower is causal, so the class token reads every valid token;
-- embeddings are L2-normalised as ``x / sqrt(|x|² + 1e-12)``.
+- embeddings are L2-normalised as ``x / sqrt(|x|² + 1e-12)`` (the port: ``x · rsqrt(|x|² + 1e-6)``; for unit-scale
+  embeddings the two differ by less than 1e-6).
+
+The text position table is not stored in the official layout: it is computed with the official timescales
+``10^4^(-i / (n - 1))``. transformers' port computes ``10^4^(-i / n)`` and saves its table in its folders, so a
+model read from an hf folder uses the table the folder holds: each backend gives the same embeddings as the
+other for the same files.
 
 Shapes: B clips, T frames, N patches per frame, D model width, K heads, H head width, S text tokens.
 """
@@ -145,7 +151,6 @@ class Stack(nnx.Module):
     """``depth`` layers whose parameters share arrays with a leading layer axis (``x_layers``)."""
 
     def __init__(self, depth: int, dim: int, mlp: int, heads: int) -> None:
-        self.depth = depth
         self.x_layers = Layer(dim, mlp, heads, lead=(depth,))
 
     def __call__(self, x: jax.Array, act: str, softcap: float | None, mask: jax.Array | None = None) -> jax.Array:

@@ -18,7 +18,12 @@ from vfeval_videoprism.inputs import Source, locate
 
 def hf_model(state: dict[str, np.ndarray], config: dict) -> Any:
     """The transformers model of an hf ``config.json`` dict holding ``state`` (every tensor, strictly)."""
-    from transformers import VideoPrismClipModel, VideoPrismConfig, VideoPrismVisionConfig, VideoPrismVisionModel
+    from transformers import (
+        VideoPrismClipModel,
+        VideoPrismConfig,
+        VideoPrismVisionConfig,
+        VideoPrismVisionModel,
+    )
 
     def options(d: dict) -> dict:
         return {k: v for k, v in d.items() if k not in ("model_type", "architectures")}
