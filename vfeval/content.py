@@ -90,9 +90,10 @@ class ContentIndex:
         began_ns = time.time_ns()
         out: dict[str, str] = {}
         probes: dict[str, tuple[str, int, int]] = {}  # path -> (absolute path, size, mtime_ns)
+        sep, regular = os.sep, stat.S_IFREG
         for path in dict.fromkeys(paths):
             # Task paths are absolute already; normalising them would cost as much as the stat.
-            absolute = path if path[:1] == os.sep else os.path.abspath(path)
+            absolute = path if path[:1] == sep else os.path.abspath(path)
             try:
                 st = os.stat(absolute)
             except FileNotFoundError:
@@ -101,35 +102,34 @@ class ContentIndex:
             except OSError as exc:
                 out[path] = f"unreadable: {exc.strerror or type(exc).__name__}"
                 continue
-            if not stat.S_ISREG(st.st_mode):  # a FIFO or device: reading it may block forever, never hash it
+            if stat.S_IFMT(st.st_mode) != regular:  # a FIFO or device: reading it may block forever
                 out[path] = NOT_A_FILE
                 continue
             probes[path] = (absolute, st.st_size, st.st_mtime_ns)
-        known = self._lookup({absolute for absolute, _, _ in probes.values()})
+        known = self._lookup([probe[0] for probe in probes.values()])
         todo: dict[str, tuple[str, int, int]] = {}
         for path, probe in probes.items():
-            absolute, size, mtime_ns = probe
-            hit = known.get(absolute)
-            if hit is not None and hit[:2] == (size, mtime_ns):
-                out[path] = hit[2]
-            else:
+            digest = known.get(probe)
+            if digest is None:
                 todo[path] = probe
+            else:
+                out[path] = digest
         if todo:
             self._hash(todo, out, began_ns)
         self.stats.files += len(out)
         self.stats.seconds += time.perf_counter() - start
         return out
 
-    def _lookup(self, absolutes: set[str]) -> dict[str, tuple[int, int, str]]:
-        found: dict[str, tuple[int, int, str]] = {}
-        items = sorted(absolutes)
-        for i in range(0, len(items), 500):
-            chunk = items[i : i + 500]
+    def _lookup(self, absolutes: list[str]) -> dict[tuple[str, int, int], str]:
+        """``{(absolute path, size, mtime_ns): digest}`` remembered for these paths."""
+        found: dict[tuple[str, int, int], str] = {}
+        for i in range(0, len(absolutes), 500):
+            chunk = absolutes[i : i + 500]
             rows = self.db.execute(
                 f"SELECT path, size, mtime_ns, digest FROM file_digests WHERE path IN ({','.join('?' * len(chunk))})",
                 chunk,
             )
-            found.update({path: (size, mtime_ns, digest) for path, size, mtime_ns, digest in rows})
+            found.update(((path, size, mtime_ns), digest) for path, size, mtime_ns, digest in rows)
         return found
 
     def _hash(self, todo: dict[str, tuple[str, int, int]], out: dict[str, str], began_ns: int) -> None:
