@@ -47,7 +47,14 @@ from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.table import Table
 
-from vfeval.config import build_run_config, describe, load_raw, load_trainer_config
+from vfeval.config import (
+    build_run_config,
+    check_paths,
+    describe,
+    load_raw,
+    load_trainer_config,
+    parse_overrides,
+)
 from vfeval.errors import UsageError
 from vfeval.plugins import Host
 
@@ -143,7 +150,7 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     node = _suite_node(Path(path))
     schema = OmegaConf.structured({"suite": SuiteConfig})
     try:
-        root = OmegaConf.merge(schema, {"suite": node}, OmegaConf.from_dotlist(list(overrides)))
+        root = OmegaConf.merge(schema, {"suite": node}, parse_overrides(overrides))
         cfg = OmegaConf.to_object(root.suite)
     except OmegaConfBaseException as exc:
         raise UsageError(describe(exc, schema)) from exc
@@ -260,7 +267,9 @@ class SuiteRunner:
             extra.append(f"run.limit={self.limit}")
         if self.retry_failed:
             extra.append("run.retry_failed=true")
-        return build_run_config(OmegaConf.merge(raw, OmegaConf.from_dotlist(extra)), self.host.registry)
+        cfg = build_run_config(OmegaConf.merge(raw, parse_overrides(extra)), self.host.registry)
+        check_paths(cfg)  # before anything is computed
+        return cfg
 
     def evaluate(self) -> None:
         from vfeval.runner import run
