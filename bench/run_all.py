@@ -12,8 +12,8 @@ second time with ``--device cuda`` (bf16 MFU, the frames that fit the GPU's memo
 
 ``--quickstart`` clones this repository's last commit into a temporary folder and runs
 ``vfeval run configs/quickstart.yaml`` there, as a new user would, timing each line the suite prints; the
-phases are data (everything before the first training stage), each training stage, the evaluations and
-the site.
+phases are data (everything before the first training stage), each training stage (its trainer's own
+clock, from its metrics.jsonl), the evaluations and the site.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -94,25 +95,32 @@ def run_bench(name: str, quick: bool, extra: list[str], out_dir: Path) -> dict:
 # The quickstart's phases
 
 
-def phases(timeline: list[tuple[float, str]], total: float) -> list[tuple[str, float]]:
-    """Seconds of each phase, from the suite's printed lines and when each arrived.
+SUITE_TRAIN = re.compile(r"^train (\S+): ")  # the suite's line as a training stage starts (not the progress bar)
 
-    timeline: (seconds since start, line). A ``train NAME:`` line starts a training stage, which ends at
-    the next line; ``leaderboard:`` starts the site. Data is everything before the first stage;
-    evaluations everything between the last stage and the site."""
-    out: list[tuple[str, float]] = []
-    trains = [i for i, (_, line) in enumerate(timeline) if line.startswith("train ")]
+
+def phases(timeline: list[tuple[float, str]], total: float, trained: dict[str, float]) -> list[tuple[str, float]]:
+    """Seconds of each phase, from the suite's printed lines, when each arrived, and the trainers' own clocks.
+
+    timeline: (seconds since start, line); trained: run folder -> seconds its trainer reports (the last
+    ``elapsed`` of its metrics.jsonl). Data is everything before the suite's first ``train NAME:`` line; the
+    site everything from its first ``leaderboard`` line on; evaluations what lies between, less training."""
+    starts = [t for t, line in timeline if SUITE_TRAIN.match(line)]
     site = next((t for t, line in timeline if line.startswith("leaderboard")), total)
-    first_train = timeline[trains[0]][0] if trains else site
-    out.append(("data (prepare steps, before the first training stage)", first_train))
-    last_end = first_train
-    for i in trains:
-        start, line = timeline[i]
-        end = timeline[i + 1][0] if i + 1 < len(timeline) else total
-        out.append((f"training stage {line.split(':')[0].removeprefix('train ')}", end - start))
-        last_end = end
-    out.append(("evaluations (every run of every task)", max(0.0, site - last_end)))
+    first_train = starts[0] if starts else site
+    out = [("data (prepare steps, before the first training stage)", first_train)]
+    out += [(f"training {name}", seconds) for name, seconds in sorted(trained.items())]
+    out.append(("evaluations (every run of every task)", max(0.0, site - first_train - sum(trained.values()))))
     out.append(("leaderboard site", max(0.0, total - site)))
+    return out
+
+
+def trained_seconds(clone: Path) -> dict[str, float]:
+    """Each training run's own clock: the last ``elapsed`` in runs/*/metrics.jsonl."""
+    out = {}
+    for metrics in sorted(clone.glob("runs/*/metrics.jsonl")):
+        records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        if records and "elapsed" in records[-1]:
+            out[metrics.parent.name] = float(records[-1]["elapsed"])
     return out
 
 
@@ -138,7 +146,7 @@ def quickstart(keep: Path | None) -> dict:
     if proc.returncode:
         return {"error": f"the quickstart failed (exit code {proc.returncode}); its output is above",
                 "wall_s": total}
-    return {"wall_s": total, "phases": phases(timeline, total), "folder": str(folder)}
+    return {"wall_s": total, "phases": phases(timeline, total, trained_seconds(clone)), "folder": str(folder)}
 
 
 # ---------------------------------------------------------------------------------------------------

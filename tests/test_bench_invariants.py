@@ -146,22 +146,27 @@ def test_every_strategy_returns_the_same_frames(gop_video: Path, sampling: Sampl
         read_window(VideoWindow("v", str(gop_video)), sampling, strategy="fastest")
 
 
-def test_quickstart_phases_come_from_the_suites_lines():
+def test_quickstart_phases_come_from_the_suites_lines_and_the_trainers_clocks(tmp_path):
     timeline = [
         (0.1, "suite quickstart"),
         (0.2, "prepare data: vfeval data synthetic ..."),
         (60.0, "train stage1: training"),
+        (290.0, "train quickstart-stage1 ━━━━ 3000/3000 loss 1.2"),  # the progress bar is no suite line
         (300.0, "train stage2: training"),
         (420.0, "run egoschema / pixel: 20.0 (3.0 s, ...)"),
         (500.0, "leaderboard: 9 results added to leaderboard/results"),
         (510.0, "leaderboard site: ..."),
     ]
-    got = dict(run_all.phases(timeline, 520.0))
+    for name, elapsed in (("train-quickstart-stage1", 230.0), ("train-quickstart-stage2", 100.0)):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "metrics.jsonl").write_text(
+            f'{{"step": 10, "elapsed": 1.0}}\n{{"step": 20, "elapsed": {elapsed}}}\n')
+    got = dict(run_all.phases(timeline, 520.0, run_all.trained_seconds(tmp_path)))
     assert got == {
         "data (prepare steps, before the first training stage)": 60.0,
-        "training stage stage1": 240.0,
-        "training stage stage2": 120.0,
-        "evaluations (every run of every task)": 80.0,
+        "training train-quickstart-stage1": 230.0,
+        "training train-quickstart-stage2": 100.0,
+        "evaluations (every run of every task)": 110.0,
         "leaderboard site": 20.0,
     }
     assert sum(got.values()) == pytest.approx(520.0)

@@ -164,16 +164,21 @@ def test_last_frame_is_shown_until_the_end_of_the_video(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["mp4", "mkv", "ts", "longgop", "vfr"])
 def test_seeking_returns_the_same_frames_as_decoding_everything(videos: dict[str, Path], kind: str) -> None:
+    # Random windows, plus the whole video sampled densely (where ``auto`` decodes everything from the start).
     rng = np.random.default_rng(1)
     samplings = [raw(num_frames=5), raw("fps", fps=0.4), raw("fps", fps=3), raw(num_frames=3, segments=4.0)]
+    spans: list[tuple[float | None, float | None]] = [(None, None)]
     for _ in range(4):
         start = float(rng.uniform(0, 12))
-        end = float(start + rng.uniform(0.5, 8))
-        for sampling in samplings:
-            seek = read_window(window(videos[kind], start, end), sampling)
+        spans.append((start, float(start + rng.uniform(0.5, 8))))
+    for start, end in spans:
+        for sampling in samplings + [raw("fps", fps=FPS / 2, max_frames=400)] * (start is None):
             naive = read_all_frames_then_pick(window(videos[kind], start, end), sampling)
-            for a, b in zip(seek, naive, strict=True):
-                assert np.array_equal(a.frames, b.frames) and np.array_equal(a.times, b.times)
+            for strategy in ("seek", "auto"):
+                picked = read_window(window(videos[kind], start, end), sampling, strategy=strategy)
+                for a, b in zip(picked, naive, strict=True):
+                    assert np.array_equal(a.times, b.times), (strategy, start, end, sampling)
+                    assert np.array_equal(a.frames, b.frames), (strategy, start, end, sampling)
 
 
 # --- output size, rotation ----------------------------------------------------------------------------

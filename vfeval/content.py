@@ -1,7 +1,7 @@
 """The identity of a file's content, cheap to ask again: what lets a cache tell a replaced video from the one
 it answered, and a result name the task files it was scored against.
 
-    index = ContentIndex(sqlite3.connect(".vfeval_cache/vfeval.sqlite"))
+    index = ContentIndex(sqlite3.connect(".vfeval_cache/vfeval.sqlite", isolation_level=None))
     ids = index.identify(["videos/a.mp4", "videos/b.mp4"])   # {"videos/a.mp4": "sha256:9f86d0...", ...}
 
 An identity is ``"sha256:<hex>"``, the SHA-256 of the whole file. Hashing a file is done once: the digest is
@@ -20,7 +20,8 @@ a small fraction of what decoding the same files costs, and paid once per file.
 A digest is remembered only when the file's mtime is at least ``RACY_SECONDS`` older than the moment hashing
 began. A file rewritten within the same timestamp tick as it was hashed (filesystems with coarse clocks) could
 otherwise keep its size and mtime with new content; such a file is simply hashed again next time (git's
-"racily clean" rule).
+"racily clean" rule). What no stat can see: a file replaced by another of the same size with its mtime set
+back to the old one's (``cp -p`` or ``rsync -t`` of such a file); ``vfeval cache clear`` forgets every digest.
 
 Files that cannot be hashed get an identity that says why (``"missing"``, ``"unreadable: <reason>"``,
 ``"not a regular file"``: a FIFO or a device is never read here, as reading it may block), so a cached failure
@@ -76,7 +77,8 @@ class IdentityStats:
 
 
 class ContentIndex:
-    """Content identities of files, each hashed once per (absolute path, size, mtime)."""
+    """Content identities of files, each hashed once per (absolute path, size, mtime). ``db`` is a connection
+    in autocommit mode (``isolation_level=None``), as the cache's."""
 
     def __init__(self, db: sqlite3.Connection, workers: int | None = None) -> None:
         self.db = db

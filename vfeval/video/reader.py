@@ -357,11 +357,10 @@ def _pick_by_density(
     container: Container, stream: Stream, times: np.ndarray, convert: _Converter
 ) -> tuple[Picked, float | None]:
     """``_pick_decoding_all`` or ``_pick_seeking``, whichever ``choose_strategy`` picks for this video."""
-    gop = keyframe_interval(container, stream)
-    try:  # back to the start, where both begin
-        container.seek(stream.start_time or 0, stream=stream, backward=True, any_frame=False)
-    except av.error.FFmpegError as exc:
-        raise _Unseekable(str(exc)) from exc
+    # The keyframe interval is read through a second demuxer, so this one stays at the start of the file:
+    # seeking back to the start is not exact everywhere (in MPEG-TS it lands on the next keyframe).
+    with av.open(container.name) as probe:
+        gop = keyframe_interval(probe, probe.streams.video[0])
     rate = stream.average_rate or stream.guessed_rate
     margin = max(SKIP_MARGIN, 3 / float(rate)) if rate else SKIP_MARGIN  # as the cursor's
     if choose_strategy(len(times), float(times[-1]) if len(times) else 0.0, gop, margin) == "decode-all":
