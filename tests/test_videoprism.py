@@ -214,8 +214,8 @@ def test_conversion_round_trips_bit_exactly(tiny, tmp_path):
     np.testing.assert_array_equal(second[table], checkpoint.text_positions(64, 32))
 
 
-def test_convert_refuses_what_it_cannot_convert(tiny, tmp_path, capsys):
-    os.environ["VFEVAL_PLUGINS"] = PLUGINS
+def test_convert_refuses_what_it_cannot_convert(tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("VFEVAL_PLUGINS", PLUGINS)
     for args in ([str(tmp_path / "missing"), str(tmp_path / "x.npz")],
                  [str(tiny["npz"]), str(tmp_path / "out.npz")],
                  [str(tiny["hf"]), str(tiny["npz"])]):
