@@ -91,7 +91,8 @@ def _trunc_normal(rng: np.random.Generator, shape: tuple[int, ...], std: float =
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
     """Softmax attention. q, k, v: ``[B, N, heads, d]``; key_mask ``[B, N]`` True for real keys, or an additive
     ``[B or 1, 1, N, N]`` float mask → ``[B, N, heads, d]``."""
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(q.shape[-1])
+    # Scale q, not the N x N scores: the same arithmetic as torch's kernel, on N x d numbers instead of N x N.
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q / math.sqrt(q.shape[-1]), k)
     if key_mask is not None:
         if key_mask.dtype == jnp.bool_:
             logits = jnp.where(key_mask[:, None, None, :], logits, _MASKED)
