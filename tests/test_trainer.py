@@ -130,16 +130,16 @@ def test_a_resumed_run_reaches_the_weights_of_an_uninterrupted_one(tmp_path, dat
 
 
 def test_metrics_keep_the_records_up_to_the_checkpoint_and_refuse_a_corrupt_one(tmp_path):
-    from vfeval_videofirst.torch.train import _truncate_metrics
+    from vfeval_videofirst.run_files import truncate_metrics
 
     path = tmp_path / "metrics.jsonl"
     records = "".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (1, 2, 3))
     path.write_text(records + '{"step": 4, "lo')
-    _truncate_metrics(path, 2)
+    truncate_metrics(path, 2)
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
     path.write_text('{"step": 1}\nnot json\n{"step": 3}\n')
     with pytest.raises(UsageError, match="metrics.jsonl: line 2 is not a metrics record"):
-        _truncate_metrics(path, 2)
+        truncate_metrics(path, 2)
 
 
 def test_two_processes_under_torchrun_match_one_process_with_their_global_batch(tmp_path, data, host):
@@ -305,7 +305,7 @@ def test_the_plugin_registers_the_trainer_without_importing_torch():
 def test_order_negatives_move_whole_events_and_word_dropout_keeps_the_connectives():
     import random
 
-    from vfeval_videofirst.torch.losses import drop_words, reorder
+    from vfeval_videofirst.batching import drop_words, reorder
 
     caption = "a red circle moves left, then a blue square moves up, then a green triangle moves down"
     rng = random.Random(0)

@@ -78,6 +78,16 @@ def stack_clips(frames: list[np.ndarray]) -> np.ndarray:
     return np.stack(frames)
 
 
+def read_clip(pair: CaptionedClip, i: int, sampling: SamplingConfig) -> np.ndarray:
+    """``uint8 [T, H, W, 3]`` frames of clip ``i``'s window (``pair``), decoded with ``vfeval.video.read_window``."""
+    try:
+        (clip,) = read_window(VideoWindow(str(i), pair.video, pair.start, pair.end), sampling)
+    except DataError as exc:
+        # A training run cannot score around a bad video the way an evaluation does: stop and say which.
+        raise UsageError(f"training video {pair.video} cannot be read: {exc}") from exc
+    return clip.frames
+
+
 class ClipReader:
     """Clip i: ``uint8 [T, H, W, 3]`` frames of its window, decoded with ``vfeval.video.read_window``.
 
@@ -95,15 +105,10 @@ class ClipReader:
     def clip(self, i: int) -> np.ndarray:
         if self.cache is not None and i in self.cache:
             return self.cache[i]
-        pair = self.pairs[i]
-        try:
-            (clip,) = read_window(VideoWindow(str(i), pair.video, pair.start, pair.end), self.sampling)
-        except DataError as exc:
-            # A training run cannot score around a bad video the way an evaluation does: stop and say which.
-            raise UsageError(f"training video {pair.video} cannot be read: {exc}") from exc
+        frames = read_clip(self.pairs[i], i, self.sampling)
         if self.cache is not None:
-            self.cache[i] = clip.frames
-        return clip.frames
+            self.cache[i] = frames
+        return frames
 
     def _batch(self, index: list[int], pool: ThreadPoolExecutor | None) -> Batch:
         frames = list(pool.map(self.clip, index)) if pool else [self.clip(i) for i in index]

@@ -1,8 +1,8 @@
 """Resumable training checkpoints in safetensors only (no pickle).
 
-A checkpoint at optimizer step ``s`` is two files in the run folder, each written to a temporary name
-and renamed into place, weights first, so a run killed while writing leaves either a whole checkpoint or
-none:
+A checkpoint at optimizer step ``s`` is two files in the run folder (``vfeval_videofirst.run_files`` names
+them, finds the latest and prunes old ones), each written to a temporary name and renamed into place,
+weights first, so a run killed while writing leaves either a whole checkpoint or none:
 
 - ``step-<s>.safetensors``: the model's weights with its encoder config in the metadata, exactly as
   ``save_checkpoint`` writes them, so any checkpoint can be evaluated with ``vfeval run``;
@@ -15,36 +15,19 @@ none:
 from __future__ import annotations
 
 import json
-import os
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from vfeval.errors import UsageError
+from vfeval_videofirst.run_files import atomic
 from vfeval_videofirst.torch.encoder import save_checkpoint
-
-_STEP = re.compile(r"^step-(\d+)\.state\.safetensors$")
-
-
-def weights_path(folder: Path, step: int) -> Path:
-    return folder / f"step-{step:07d}.safetensors"
-
-
-def state_path(folder: Path, step: int) -> Path:
-    return folder / f"step-{step:07d}.state.safetensors"
-
-
-def _atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def save_weights(model: torch.nn.Module, path: Path, config: Any) -> None:
     """``save_checkpoint``, atomically."""
-    _atomic(path, lambda tmp: save_checkpoint(model, tmp, config))
+    atomic(path, lambda tmp: save_checkpoint(model, tmp, config))
 
 
 def save_state(
@@ -70,7 +53,7 @@ def save_state(
         "format": "pt",
         "state": json.dumps({**meta, "param_groups": groups, "param_names": param_names}, sort_keys=True),
     }
-    _atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def load_state(
@@ -105,23 +88,3 @@ def load_state(
     torch.set_rng_state(tensors["rng/torch"])
     meta.pop("param_names")
     return meta
-
-
-def latest_step(folder: Path) -> int | None:
-    """The newest step with both files of a checkpoint in ``folder``, or None."""
-    steps = [
-        int(m.group(1))
-        for p in folder.glob("step-*.state.safetensors")
-        if (m := _STEP.match(p.name)) and weights_path(folder, int(m.group(1))).is_file()
-    ]
-    return max(steps, default=None)
-
-
-def prune(folder: Path, keep: int) -> None:
-    """Delete all but the ``keep`` newest checkpoints (``keep`` 0 keeps all)."""
-    if keep <= 0:
-        return
-    steps = sorted(int(m.group(1)) for p in folder.glob("step-*.state.safetensors") if (m := _STEP.match(p.name)))
-    for step in steps[:-keep]:
-        state_path(folder, step).unlink(missing_ok=True)
-        weights_path(folder, step).unlink(missing_ok=True)

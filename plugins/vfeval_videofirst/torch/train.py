@@ -23,7 +23,6 @@ for; a run resumed from a checkpoint ends with the weights an uninterrupted run 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -42,6 +41,7 @@ from torch import nn
 from vfeval.captions import read_captions
 from vfeval.config import to_dict
 from vfeval.errors import UsageError
+from vfeval_videofirst import batching, run_files
 from vfeval_videofirst.masking import mask_rng
 from vfeval_videofirst.torch import state as ckpt
 from vfeval_videofirst.torch.data import CaptionedVideos, Schedule, micro_batches
@@ -53,7 +53,7 @@ from vfeval_videofirst.torch.encoder import (
     preprocess,
     resolve_device,
 )
-from vfeval_videofirst.torch.losses import drop_words, gather, gather_padded, infonce, reorder, sigmoid_loss
+from vfeval_videofirst.torch.losses import gather, gather_padded, infonce, sigmoid_loss
 from vfeval_videofirst.torch.model import DualEncoder, resample_time, shifted_positions
 from vfeval_videofirst.train_config import TrainConfig, validate
 
@@ -61,11 +61,6 @@ MAX_LOGIT_SCALE = math.log(100.0)
 """CLIP clamps its learned inverse temperature at 100 to keep training stable."""
 SIGMOID_TEMPERATURE = 0.1
 """SigLIP's initial temperature (its logit scale starts at log 10), with the bias at -10."""
-FINAL = "final.safetensors"
-METRICS = "metrics.jsonl"
-CONFIG = "train_config.json"
-# Options that do not change which weights a run reaches: they may differ when a run is resumed.
-_FREE_ON_RESUME = {"resume", "log_every", "checkpoint_every", "keep_checkpoints", "data.num_workers", "data.cache"}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -194,10 +189,8 @@ def draw_seed(seed: int, rank: int, index: int) -> int:
 
 
 def caption_ids(captions: list[str], device: torch.device) -> torch.Tensor:
-    """``int64 [n]``, equal exactly where two captions are the same text (a stable hash, the same in every
-    process, so that ids gathered across processes compare; never negative)."""
-    ids = [int.from_bytes(hashlib.blake2b(c.encode("utf-8"), digest_size=7).digest(), "little") for c in captions]
-    return torch.tensor(ids, dtype=torch.int64, device=device)
+    """``int64 [n]``: ``batching.caption_ids`` as a tensor."""
+    return torch.tensor(batching.caption_ids(captions), dtype=torch.int64, device=device)
 
 
 def caption_sets(choices: list[tuple[str, ...]], device: torch.device) -> torch.Tensor:
@@ -208,15 +201,6 @@ def caption_sets(choices: list[tuple[str, ...]], device: torch.device) -> torch.
     return ids
 
 
-def batch_texts(choices: list[tuple[str, ...]], index: list[int], mode: str, key: str) -> list[str]:
-    """The texts of a micro-batch: one caption per clip (``one``), drawn from (``key``, clip index) alone,
-    so that however the global batch is split over processes each clip gets the same one; or every
-    caption of every clip, each text once, in a fixed order (``all``)."""
-    if mode == "all":
-        return sorted({c for captions in choices for c in captions})
-    return [captions[random.Random(f"{key}:{i}").randrange(len(captions))] for captions, i in zip(choices, index)]
-
-
 def order_negatives(
     captions: list[str], seed: int, device: torch.device, tokenize: Any
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -224,38 +208,12 @@ def order_negatives(
     that are real negatives, and the rewrites' ids (``caption_ids``). Captions without events to move
     (most facts) add nothing."""
     rng = random.Random(seed)
-    texts = [r for r in (reorder(c, rng) for c in captions) if r is not None]
+    texts = [r for r in (batching.reorder(c, rng) for c in captions) if r is not None]
     valid = torch.ones(len(texts), dtype=torch.bool, device=device)
     if not texts:  # one row that is no negative, so that every process gathers the same way
         texts, valid = captions[:1], torch.zeros(1, dtype=torch.bool, device=device)
     tokens = tokenize(texts)
     return {k: v.to(device) for k, v in tokens.items()}, valid, caption_ids(texts, device)
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def check_same_run(saved: dict[str, Any], now: dict[str, Any], folder: Path) -> None:
-    """Refuse to resume a run with options that would change the weights it reaches. An option added since
-    the run was saved (absent from its config) is the same when it has its default value."""
-    a, b, default = _flat(saved), _flat(now), _flat(to_dict(TrainConfig()))
-    differ = sorted(
-        k for k in set(a) | set(b)
-        if k not in _FREE_ON_RESUME and a.get(k) != b.get(k) and not (k not in a and k in default and b[k] == default[k])
-    )
-    if differ:
-        shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in differ[:4])
-        raise UsageError(
-            f"cannot resume {folder}: the config differs from the run's ({shown}); "
-            "use the same options or another name"
-        )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -346,11 +304,12 @@ def train(cfg: TrainConfig) -> str:
 
 def _train(cfg: TrainConfig, pairs: list, proc: Proc) -> Path:
     out = cfg.out_path()
-    final = out / FINAL
+    final = out / run_files.FINAL
     snapshot = to_dict(cfg)
-    resume_from = ckpt.latest_step(out) if out.is_dir() else None
-    if cfg.resume and (out / CONFIG).is_file():
-        check_same_run(json.loads((out / CONFIG).read_text(encoding="utf-8")), snapshot, out)
+    resume_from = run_files.latest_step(out) if out.is_dir() else None
+    if cfg.resume and (out / run_files.CONFIG).is_file():
+        saved = json.loads((out / run_files.CONFIG).read_text(encoding="utf-8"))
+        run_files.check_same_run(saved, snapshot, out)
     if final.is_file() and cfg.resume:
         return final  # finished before
     if not cfg.resume and (final.is_file() or resume_from is not None):
@@ -383,16 +342,16 @@ def _train(cfg: TrainConfig, pairs: list, proc: Proc) -> Path:
     total = cfg.optim.steps or cfg.optim.epochs * schedule.steps_per_epoch
     start, elapsed_before = 0, 0.0
     if resume_from is not None:
-        load_checkpoint(model, ckpt.weights_path(out, resume_from))
-        meta = ckpt.load_state(ckpt.state_path(out, resume_from), optimizer, names, extra)
+        load_checkpoint(model, run_files.weights_path(out, resume_from))
+        meta = ckpt.load_state(run_files.state_path(out, resume_from), optimizer, names, extra)
         start, elapsed_before = int(meta["step"]), float(meta["elapsed"])
 
     if proc.main:
         out.mkdir(parents=True, exist_ok=True)
-        partial = out / (CONFIG + ".partial")  # renamed once whole: a kill never leaves a torn config
-        partial.write_text(json.dumps(snapshot, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        partial.replace(out / CONFIG)
-        _truncate_metrics(out / METRICS, start)
+        config_text = json.dumps(snapshot, indent=2, sort_keys=True) + "\n"
+        # renamed once whole: a kill never leaves a torn config
+        run_files.atomic(out / run_files.CONFIG, lambda tmp: tmp.write_text(config_text, encoding="utf-8"))
+        run_files.truncate_metrics(out / run_files.METRICS, start)
     proc.barrier()
 
     dataset = CaptionedVideos(pairs, cfg.data.sampling, cfg.data.cache)
@@ -405,7 +364,7 @@ def _train(cfg: TrainConfig, pairs: list, proc: Proc) -> Path:
 
     began = time.perf_counter()
     window_start, window_losses = began, []
-    with contextlib.closing(batches), _progress(proc.main, total, start, cfg.name) as (progress, task):
+    with contextlib.closing(batches), run_files.progress_bar(proc.main, total, start, cfg.name) as (progress, task):
         for step in range(start, total):
             lr = lr_at(step, total, cfg.optim)
             for group in optimizer.param_groups:
@@ -414,11 +373,11 @@ def _train(cfg: TrainConfig, pairs: list, proc: Proc) -> Path:
                 frames, choices, index = next(batches)
                 video = preprocess(frames.numpy(), cfg.model.image_size, t_frames, proc.device)
                 seed = draw_seed(cfg.seed, proc.rank, step * accum + micro)
-                captions = batch_texts(choices, index, cfg.loss.captions, f"{cfg.seed}:{step}")
+                captions = batching.batch_texts(choices, index, cfg.loss.captions, f"{cfg.seed}:{step}")
                 rng = random.Random(seed)
                 ids = (caption_sets(choices, proc.device), caption_ids(captions, proc.device))
                 if cfg.data.word_dropout:
-                    captions = [drop_words(c, cfg.data.word_dropout, rng) for c in captions]
+                    captions = [batching.drop_words(c, cfg.data.word_dropout, rng) for c in captions]
                 tokens = {k: v.to(proc.device) for k, v in model.text.tokenize(captions).items()}
                 generator = mask_rng(seed)  # numpy: the JAX trainer draws the same shifts, then masks
                 if cfg.data.shift_text_positions:
@@ -453,64 +412,20 @@ def _train(cfg: TrainConfig, pairs: list, proc: Proc) -> Path:
                         "clips_per_s": clips_per_step * len(window_losses) / accum / max(now - window_start, 1e-9),
                         "elapsed": elapsed_before + now - began,
                     }
-                    with open(out / METRICS, "a", encoding="utf-8") as f:
-                        f.write(json.dumps(record) + "\n")
+                    run_files.append_metrics(out / run_files.METRICS, record)
                     progress.update(task, loss=record["loss"], lr=lr, rate=record["clips_per_s"])
                 window_start, window_losses = now, []
             progress.update(task, completed=done)
 
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:
                 if proc.main:
-                    ckpt.save_weights(model, ckpt.weights_path(out, done), cfg.model)
+                    ckpt.save_weights(model, run_files.weights_path(out, done), cfg.model)
                     meta = {"step": done, "elapsed": elapsed_before + time.perf_counter() - began}
-                    ckpt.save_state(ckpt.state_path(out, done), optimizer, names, extra, meta)
-                    ckpt.prune(out, cfg.keep_checkpoints)
+                    ckpt.save_state(run_files.state_path(out, done), optimizer, names, extra, meta)
+                    run_files.prune(out, cfg.keep_checkpoints)
                 proc.barrier()
 
     if proc.main:
         ckpt.save_weights(model, final, cfg.model)
     proc.barrier()
     return final
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Keep the records up to ``step``: a resumed run rewrites those after its checkpoint. A last line without
-    its newline is a record cut off by a kill while it was written (always after ``step``): it is dropped."""
-    if not path.is_file():
-        return
-    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")[:-1]  # the torn tail goes
-    kept = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            record = None
-        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
-            raise UsageError(f"{path}: line {number} is not a metrics record; delete that line to resume the run")
-        if record["step"] <= step:
-            kept.append(line)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    partial.replace(path)
-
-
-@contextlib.contextmanager
-def _progress(show: bool, total: int, start: int, name: str):
-    """A rich progress bar on rank 0 (loss, lr, clips/s); on other ranks a stand-in that shows nothing."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    progress = Progress(
-        TextColumn(f"train {name}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  {task.fields[rate]:.1f} clips/s"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not show,
-    )
-    task = progress.add_task("train", total=total, completed=start, loss=float("nan"), lr=0.0, rate=0.0)
-    with progress:
-        yield progress, task
