@@ -18,14 +18,21 @@ it in both backends.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vfeval.errors import UsageError
+from vfeval.hashing import sha256_file
 
 SUPPORTED_ACTIVATIONS = ("gelu", "quick_gelu")
+# CLIP's pixel statistics (RGB, on [0, 1]); both backends normalise with them for every init, so that
+# checkpoints stay interchangeable.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def _looks_local(name_or_path: str) -> bool:
@@ -179,3 +186,53 @@ def inflated_arrays(
     if text:
         out.update(clip_text_arrays(clip))
     return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# What both backends' ``build_model`` check and record before they build their modules
+
+
+def prepare(cfg: Any) -> tuple[dict[str, Any], bool, Any]:
+    """Validate ``cfg`` (a ``VideoFirstConfig``) for building: CLIP's config where CLIP is used and fits,
+    and a checkpoint saved with the same architecture. Returns ``(architecture, uses_clip, clip_config)``."""
+    from vfeval_videofirst import checkpoint
+    from vfeval_videofirst.config import architecture, validate
+
+    validate(cfg)
+    arch = architecture(cfg)
+    uses_clip = cfg.init == "clip" or cfg.text == "clip"
+    clip_config = load_clip_config(cfg.clip_model) if uses_clip else None
+    if cfg.init == "clip":
+        check_compatible(clip_config, arch, cfg.tubelet, cfg.image_size, cfg.embed_dim)
+    elif uses_clip and cfg.embed_dim != clip_config.projection_dim:
+        raise UsageError(
+            f"videofirst: embed_dim is {cfg.embed_dim} but CLIP's projection_dim is {clip_config.projection_dim}"
+        )
+    if cfg.checkpoint:
+        checkpoint.check_fits(cfg, checkpoint.read_config(cfg.checkpoint))
+    return arch, uses_clip, clip_config
+
+
+def clip_source_id(name_or_path: str, clip_config: Any) -> str:
+    """What names CLIP's weights: a hash of a local directory's weight files, or the hub name and commit."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin")):
+            sha256_file(f, h)
+        return f"sha256:{h.hexdigest()}"
+    return f"{name_or_path}@{getattr(clip_config, '_commit_hash', None) or 'unknown'}"
+
+
+def init_id(cfg: Any, clip_config: Any, **extra: Any) -> str:
+    """The weights id of a model built without a checkpoint: everything that decides its initial weights."""
+    uses_clip = cfg.init == "clip" or cfg.text == "clip"
+    source = {
+        "init": cfg.init,
+        "inflation": cfg.inflation if cfg.init == "clip" else None,
+        "text": cfg.text,
+        "seed": cfg.seed,
+        "clip": clip_source_id(cfg.clip_model, clip_config) if uses_clip else None,
+        **extra,
+    }
+    return "init:" + hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()

@@ -12,8 +12,6 @@ Each tower's forward pass is compiled once per input shape with ``jax.jit``. Not
 
 from __future__ import annotations
 
-import hashlib
-import json
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,8 @@ from vfeval.errors import UsageError
 from vfeval.hashing import sha256_file
 from vfeval.pipeline import Encoder
 from vfeval_videofirst import checkpoint, inflate
-from vfeval_videofirst.config import BYTE_TEXT_DEPTH, VideoFirstConfig, architecture, token_grid, validate
+from vfeval_videofirst.config import BYTE_TEXT_DEPTH, VideoFirstConfig, token_grid
+from vfeval_videofirst.inflate import CLIP_MEAN, CLIP_STD
 from vfeval_videofirst.jax.model import (
     ClipTextTower,
     DualEncoder,
@@ -38,35 +37,10 @@ from vfeval_videofirst.jax.model import (
 )
 from vfeval_videofirst.masking import mask_rng
 
-# CLIP's pixel statistics (RGB, on [0, 1]), as the torch backend.
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-def _clip_source_id(name_or_path: str, clip_config: Any) -> str:
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        h = hashlib.sha256()
-        for f in sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin")):
-            sha256_file(f, h)
-        return f"sha256:{h.hexdigest()}"
-    return f"{name_or_path}@{getattr(clip_config, '_commit_hash', None) or 'unknown'}"
-
 
 def build_model(cfg: VideoFirstConfig) -> tuple[DualEncoder, str]:
     """The dual encoder the config describes, with its weights, and the string that identifies those weights."""
-    validate(cfg)
-    arch = architecture(cfg)
-    uses_clip = cfg.init == "clip" or cfg.text == "clip"
-    clip_config = inflate.load_clip_config(cfg.clip_model) if uses_clip else None
-    if cfg.init == "clip":
-        inflate.check_compatible(clip_config, arch, cfg.tubelet, cfg.image_size, cfg.embed_dim)
-    elif uses_clip and cfg.embed_dim != clip_config.projection_dim:
-        raise UsageError(
-            f"videofirst: embed_dim is {cfg.embed_dim} but CLIP's projection_dim is {clip_config.projection_dim}"
-        )
-    if cfg.checkpoint:
-        checkpoint.check_fits(cfg, checkpoint.read_config(cfg.checkpoint))
+    arch, uses_clip, clip_config = inflate.prepare(cfg)
 
     rng = np.random.default_rng(cfg.seed)
     video = VideoTransformer(
@@ -118,15 +92,8 @@ def build_model(cfg: VideoFirstConfig) -> tuple[DualEncoder, str]:
             )
         )
         load_arrays(model, arrays, cfg.clip_model)
-    source = {
-        "init": cfg.init,
-        "inflation": cfg.inflation if cfg.init == "clip" else None,
-        "text": cfg.text,
-        "seed": cfg.seed,
-        "clip": _clip_source_id(cfg.clip_model, clip_config) if uses_clip else None,
-        "backend": "jax",  # random draws differ from torch's: the same seed is other weights
-    }
-    return model, "init:" + hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()
+    # random draws differ from torch's: the same seed is other weights
+    return model, inflate.init_id(cfg, clip_config, backend="jax")
 
 
 def save_checkpoint(model: DualEncoder, path: str | Path, config: Any = None) -> None:

@@ -15,7 +15,6 @@ frames are resized to ``image_size`` square (bilinear, antialiased) and normalis
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -24,53 +23,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vfeval.config import to_dict
 from vfeval.errors import UsageError
 from vfeval.hashing import sha256_file
 from vfeval.pipeline import Encoder
-from vfeval_videofirst.config import (
-    ARCHITECTURE_KEYS,
-    BYTE_TEXT_DEPTH,
-    VideoFirstConfig,
-    architecture,
-    token_grid,
-    validate,
-)
+from vfeval_videofirst import checkpoint
+from vfeval_videofirst import inflate as shared
+from vfeval_videofirst.config import BYTE_TEXT_DEPTH, VideoFirstConfig, token_grid
+from vfeval_videofirst.inflate import CLIP_MEAN, CLIP_STD
 from vfeval_videofirst.masking import mask_rng
 from vfeval_videofirst.torch import inflate
 from vfeval_videofirst.torch.model import DualEncoder, SmallTextTower, VideoTransformer
 
-# CLIP's pixel statistics (RGB, on [0, 1]); used for every init so checkpoints stay interchangeable.
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-def _clip_source_id(name_or_path: str, clip_config: Any) -> str:
-    """What names CLIP's weights: a hash of a local directory's weight files, or the hub name and commit."""
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        h = hashlib.sha256()
-        for f in sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin")):
-            sha256_file(f, h)
-        return f"sha256:{h.hexdigest()}"
-    return f"{name_or_path}@{getattr(clip_config, '_commit_hash', None) or 'unknown'}"
-
 
 def build_model(cfg: VideoFirstConfig) -> tuple[DualEncoder, str]:
     """The dual encoder the config describes, with its weights, and the string that identifies those weights."""
-    validate(cfg)
-    arch = architecture(cfg)
-    uses_clip = cfg.init == "clip" or cfg.text == "clip"
-    clip_config = inflate.load_clip_config(cfg.clip_model) if uses_clip else None
-    if cfg.init == "clip":
-        inflate.check_compatible(clip_config, arch, cfg.tubelet, cfg.image_size, cfg.embed_dim)
-    elif uses_clip and cfg.embed_dim != clip_config.projection_dim:
-        raise UsageError(
-            f"videofirst: embed_dim is {cfg.embed_dim} but CLIP's projection_dim is "
-            f"{clip_config.projection_dim}"
-        )
-    if cfg.checkpoint:
-        check_checkpoint_fits(cfg, read_checkpoint_config(cfg.checkpoint))
+    arch, uses_clip, clip_config = shared.prepare(cfg)
     clip = inflate.load_clip(cfg.clip_model) if uses_clip and not cfg.checkpoint else None
 
     with torch.random.fork_rng(devices=[]):  # the seed decides the weights without touching global state
@@ -111,57 +78,13 @@ def build_model(cfg: VideoFirstConfig) -> tuple[DualEncoder, str]:
     if clip is not None:
         with torch.no_grad():
             model.logit_scale.copy_(clip.logit_scale)
-    source = {
-        "init": cfg.init,
-        "inflation": cfg.inflation if cfg.init == "clip" else None,
-        "text": cfg.text,
-        "seed": cfg.seed,
-        "clip": _clip_source_id(cfg.clip_model, clip_config) if uses_clip else None,
-    }
-    return model, "init:" + hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()
+    return model, shared.init_id(cfg, clip_config)
 
 
 def save_checkpoint(model: torch.nn.Module, path: str | Path, config: Any = None) -> None:
     """Write the model's weights in the layout both backends share (``vfeval_videofirst/checkpoint.py``), with
     the encoder config (a dict or dataclass, as JSON) in the metadata: the JAX backend writes the same bytes."""
-    from vfeval_videofirst.checkpoint import save_arrays
-
-    save_arrays({k: v.detach().to("cpu").float().numpy() for k, v in model.state_dict().items()}, path, config)
-
-
-def checkpoint_file(path: str | Path) -> Path:
-    """``path`` as a ``Path`` (``~`` expanded), or one line saying the checkpoint is not there."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UsageError(f"videofirst: checkpoint not found: {path}")
-    return path
-
-
-def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
-    """The encoder config saved in a checkpoint's metadata (``{}`` when it has none), without reading weights."""
-    from safetensors import safe_open
-
-    path = checkpoint_file(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        return json.loads(metadata.get("config", "{}"))
-    except Exception as exc:
-        raise UsageError(
-            f"videofirst: {path} is not a readable safetensors file ({str(exc).splitlines()[0]})"
-        ) from exc
-
-
-def check_checkpoint_fits(cfg: VideoFirstConfig, saved: dict[str, Any]) -> None:
-    """Refuse a config whose architecture options differ from those the checkpoint was saved with."""
-    mine = to_dict(cfg)
-    differ = [k for k in ARCHITECTURE_KEYS if k in saved and saved[k] != mine[k]]
-    if differ:
-        fix = " ".join(f"{k}={json.dumps(saved[k]).replace(' ', '')}" for k in differ)
-        raise UsageError(
-            f"videofirst: checkpoint {cfg.checkpoint} was saved with other architecture options than "
-            f"configured ({', '.join(f'{k}: {mine[k]!r}' for k in differ)}); set {fix}"
-        )
+    checkpoint.save_arrays({k: v.detach().to("cpu").float().numpy() for k, v in model.state_dict().items()}, path, config)
 
 
 def load_checkpoint(model: torch.nn.Module, path: str | Path) -> dict[str, Any]:
@@ -169,7 +92,7 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path) -> dict[str, Any]:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    path = checkpoint_file(path)
+    path = checkpoint.checkpoint_path(path)
     try:
         tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as f:

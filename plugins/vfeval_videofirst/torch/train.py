@@ -42,12 +42,12 @@ from vfeval.captions import read_captions
 from vfeval.config import to_dict
 from vfeval.errors import UsageError
 from vfeval_videofirst import batching, run_files
+from vfeval_videofirst.checkpoint import checkpoint_path
 from vfeval_videofirst.masking import mask_rng
 from vfeval_videofirst.torch import state as ckpt
 from vfeval_videofirst.torch.data import CaptionedVideos, Schedule, micro_batches
 from vfeval_videofirst.torch.encoder import (
     build_model,
-    checkpoint_file,
     load_checkpoint,
     load_tensors,
     preprocess,
@@ -174,7 +174,7 @@ def load_init(model: DualEncoder, path: str) -> None:
     """Start from an earlier stage's weights; its temporal position table is resampled to this model's length."""
     from safetensors.torch import load_file
 
-    path_ = checkpoint_file(path)
+    path_ = checkpoint_path(path)
     tensors = load_file(str(path_))
     own = model.state_dict()
     key = "video.pos_time"
