@@ -92,6 +92,22 @@ def check_same_run(saved: dict[str, Any], now: dict[str, Any], folder: Path) -> 
         )
 
 
+def resume_point(out: Path, snapshot: dict[str, Any], resume: bool) -> tuple[bool, int | None]:
+    """Where a trainer starts in the run folder ``out``: ``(finished, step to resume from or None)``.
+
+    With ``resume`` a saved config that differs from ``snapshot`` is refused (``check_same_run``); without it,
+    a folder that already holds a run is refused rather than overwritten."""
+    final = out / FINAL
+    latest = latest_step(out) if out.is_dir() else None
+    if resume and (out / CONFIG).is_file():
+        check_same_run(json.loads((out / CONFIG).read_text(encoding="utf-8")), snapshot, out)
+    if resume:
+        return final.is_file(), latest
+    if final.is_file() or latest is not None:
+        raise UsageError(f"{out} already holds a training run; set resume=true to continue it, or another name")
+    return False, None
+
+
 def truncate_metrics(path: Path, step: int) -> None:
     """Keep the records up to ``step``: a resumed run rewrites those after its checkpoint. A last line without
     its newline is a record cut off by a kill while it was written (always after ``step``): it is dropped."""

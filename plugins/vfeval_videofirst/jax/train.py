@@ -305,16 +305,9 @@ def _train(cfg: TrainConfig, pairs: list, place: sharding.Placement) -> Path:
     out = cfg.out_path()
     final = out / run_files.FINAL
     snapshot = to_dict(cfg)
-    resume_from = run_files.latest_step(out) if out.is_dir() else None
-    if cfg.resume and (out / run_files.CONFIG).is_file():
-        saved = json.loads((out / run_files.CONFIG).read_text(encoding="utf-8"))
-        run_files.check_same_run(saved, snapshot, out)
-    if final.is_file() and cfg.resume:
-        return final  # finished before
-    if not cfg.resume and (final.is_file() or resume_from is not None):
-        raise UsageError(f"{out} already holds a training run; set resume=true to continue it, or another name")
-    if not cfg.resume:
-        resume_from = None
+    finished, resume_from = run_files.resume_point(out, snapshot, cfg.resume)
+    if finished:
+        return final
     if cfg.optim.batch_size % place.local_devices:
         raise UsageError(
             f"config: bad value for 'optim.batch_size': {cfg.optim.batch_size}; each process shards its clips "

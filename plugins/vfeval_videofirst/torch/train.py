@@ -40,7 +40,6 @@ from torch import nn
 
 from vfeval.captions import read_captions
 from vfeval.config import to_dict
-from vfeval.errors import UsageError
 from vfeval_videofirst import batching, run_files
 from vfeval_videofirst.checkpoint import checkpoint_path
 from vfeval_videofirst.masking import mask_rng
@@ -306,16 +305,9 @@ def _train(cfg: TrainConfig, pairs: list, proc: Proc) -> Path:
     out = cfg.out_path()
     final = out / run_files.FINAL
     snapshot = to_dict(cfg)
-    resume_from = run_files.latest_step(out) if out.is_dir() else None
-    if cfg.resume and (out / run_files.CONFIG).is_file():
-        saved = json.loads((out / run_files.CONFIG).read_text(encoding="utf-8"))
-        run_files.check_same_run(saved, snapshot, out)
-    if final.is_file() and cfg.resume:
-        return final  # finished before
-    if not cfg.resume and (final.is_file() or resume_from is not None):
-        raise UsageError(f"{out} already holds a training run; set resume=true to continue it, or another name")
-    if not cfg.resume:
-        resume_from = None
+    finished, resume_from = run_files.resume_point(out, snapshot, cfg.resume)
+    if finished:
+        return final
 
     torch.manual_seed(cfg.seed)
     model, _ = build_model(cfg.model)
