@@ -402,3 +402,22 @@ def test_shifting_positions_needs_a_small_text_tower(tmp_path, data, host, tiny_
     config = write_config(tmp_path, data, name="clipshift", model=clip_model)
     with pytest.raises(UsageError, match="data.shift_text_positions"):
         train(config, host, "data.shift_text_positions=true")
+
+
+def test_a_run_folder_is_resumed_only_when_asked_and_only_with_the_same_config(tmp_path: Path) -> None:
+    from vfeval_videofirst import run_files
+
+    out = tmp_path / "train-x"
+    config = {"optim": {"lr": 1e-3}, "resume": False}
+    assert run_files.resume_point(out, config, resume=False) == (False, None)  # nothing there yet
+    out.mkdir()
+    (out / run_files.CONFIG).write_text(json.dumps(config), encoding="utf-8")
+    run_files.weights_path(out, 20).write_bytes(b"")  # a checkpoint is both files of a step
+    run_files.state_path(out, 20).write_bytes(b"")
+    with pytest.raises(UsageError, match="already holds a training run; set resume=true"):
+        run_files.resume_point(out, config, resume=False)
+    assert run_files.resume_point(out, {**config, "resume": True}, resume=True) == (False, 20)
+    with pytest.raises(UsageError, match="optim.lr"):
+        run_files.resume_point(out, {"optim": {"lr": 1e-4}, "resume": True}, resume=True)
+    (out / run_files.FINAL).write_bytes(b"")
+    assert run_files.resume_point(out, config, resume=True) == (True, 20)
