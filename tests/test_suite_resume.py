@@ -199,3 +199,33 @@ def test_an_option_added_since_a_run_was_saved_is_the_same_at_its_default(tmp_pa
     now["model"]["backend"] = "jax"
     with pytest.raises(UsageError, match=r"cannot resume .*model.backend: None -> 'jax'"):
         check_same_run(saved, now, tmp_path)
+
+
+def test_a_training_step_with_processes_2_trains_under_torchrun(tmp_path, host, monkeypatch):
+    pytest.importorskip("torch")
+    pytest.importorskip("safetensors")
+    folder = _folder(tmp_path / "ddp")
+    suite = SUITE.replace("checkpoint: runs/train-tiny/final.safetensors}",
+                          "checkpoint: runs/train-tiny/final.safetensors, processes: 2}", 1)
+    assert "processes: 2" in suite
+    # One clip per process: the global batch of the one-process step's two.
+    suite = suite.replace("{config: train.yaml,", "{config: train.yaml, overrides: [optim.batch_size=1],", 1)
+    assert "optim.batch_size=1" in suite
+    (folder / "suite.yaml").write_text(suite)
+    printed = _run_here(folder, host, monkeypatch)
+    assert "train model: in 2 processes (torchrun): vfeval train train.yaml optim.batch_size=1" in printed
+    run = folder / "runs" / "train-tiny"
+    assert (run / "final.safetensors").is_file()
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert "train model: up to date" in _run_here(folder, host, monkeypatch)
+    assert (folder / "runs/tiny/egoschema/trained/results.json").is_file()
+
+
+def test_a_training_step_with_no_processes_is_refused_in_one_line(tmp_path):
+    from vfeval.suite import load_suite
+
+    folder = _folder(tmp_path / "bad")
+    (folder / "suite.yaml").write_text(SUITE.replace("checkpoint: runs/train-tiny/final.safetensors}",
+                                                     "checkpoint: runs/train-tiny/final.safetensors, processes: 0}", 1))
+    with pytest.raises(UsageError, match=r"^config: 'suite.train.model.processes' must be at least 1, got 0$"):
+        load_suite(folder / "suite.yaml")

@@ -33,6 +33,7 @@ the suite with one line naming the folder.
 
 from __future__ import annotations
 
+import importlib.util
 import shlex
 import shutil
 import subprocess
@@ -76,6 +77,12 @@ class TrainStep:
     """The final checkpoint the training writes: when it exists, the training is done (the trainer only
     checks that its saved config is the step's). The ``metrics.jsonl`` next to it becomes the run's loss
     curve on the leaderboard."""
+    processes: int = 1
+    """Training processes on this machine. Above 1 the suite launches ``vfeval train`` with torchrun
+    (``python -m torch.distributed.run --standalone --nproc_per_node=N``) and the recipe runs in its own
+    data-parallel mode, which it must have (the videofirst trainer's DDP: ``optim.batch_size`` is then per
+    process). On a CPU a small model keeps about one core busy per process, so two processes on two cores
+    train nearly twice as fast."""
 
 
 @dataclass
@@ -159,6 +166,9 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         for task in pipe.tasks:
             if task not in cfg.tasks:
                 raise UsageError(f"config: 'suite.pipelines.{key}.tasks' names {task!r}, which is not in suite.tasks")
+    for key, step in cfg.train.items():
+        if step.processes < 1:
+            raise UsageError(f"config: 'suite.train.{key}.processes' must be at least 1, got {step.processes}")
     return cfg
 
 
@@ -240,19 +250,36 @@ class SuiteRunner:
             return
         if not done:
             unfinished = resumable and folder.is_dir() and any(folder.iterdir())
-            self.say(f"train {name}: " + (f"continuing the unfinished run in {folder}" if unfinished else
-                                         f"vfeval train {step.config} {' '.join(step.overrides)}"))
+            launcher = f"in {step.processes} processes (torchrun): " if step.processes > 1 else ""
+            self.say(f"train {name}: {launcher}" + (f"continuing the unfinished run in {folder}" if unfinished else
+                                                    f"vfeval train {step.config} {' '.join(step.overrides)}"))
+        overrides = [*step.overrides, *(["resume=true"] if resumable else [])]
         try:
-            spec, tcfg = load_trainer_config(
-                step.config, [*step.overrides, *(["resume=true"] if resumable else [])], self.host.registry
-            )
-            final = spec.load()(tcfg)
+            spec, tcfg = load_trainer_config(step.config, overrides, self.host.registry)
+            final = spec.load()(tcfg) if step.processes == 1 else self.launch(name, step, overrides)
         except UsageError as exc:
             raise UsageError(f"suite step train.{name}: {exc}") from exc
         if not checkpoint.exists():
             raise SuiteFailed(f"train {name}: the trainer wrote {final}, not the suite's checkpoint {checkpoint}")
         if done:
             self.say(f"train {name}: up to date ({checkpoint})")
+
+    def launch(self, name: str, step: TrainStep, overrides: list[str]) -> str:
+        """Run ``vfeval train`` under torchrun with ``step.processes`` processes (the config was checked here
+        first, so a bad key is still one line); the processes print their own progress and errors."""
+        if importlib.util.find_spec("torch") is None:
+            raise UsageError(f"processes: {step.processes} launches torchrun, which needs PyTorch "
+                             "(pip install \"vfeval[torch]\"), or set processes: 1")
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   f"--nproc_per_node={step.processes}", "-m", "vfeval", "train", step.config, *overrides]
+        done = subprocess.run(command, check=False)
+        if done.returncode == 2:
+            raise UsageError(f"vfeval train {step.config} under {step.processes} processes refused its config "
+                             "(the line above says why)")
+        if done.returncode != 0:
+            raise SuiteFailed(f"train {name}: torchrun with {step.processes} processes exited with "
+                              f"{done.returncode} (the lines above say why)")
+        return step.checkpoint
 
     def run_config(self, task_key: str, pipe_key: str) -> Any:
         task, pipe = self.cfg.tasks[task_key], self.cfg.pipelines[pipe_key]
