@@ -39,6 +39,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--steps", type=int, default=3, help="steps per variant per round")
     parser.add_argument("--clips", type=int, default=16, help="training videos to decode")
+    parser.add_argument("--processes-steps", type=int, default=40,
+                        help="steps of the real trainer per round in 1 and in 2 processes (0: skip)")
     parser.add_argument("--json", help="also write the figures to this JSON file (for bench/run_all.py)")
     ns = parser.parse_args()
 
@@ -95,8 +97,47 @@ def main() -> None:
         single("torch threads the trainer sets here", most, unit="threads",
                note=f"affinity and cgroup quota; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"),
     ]
+    if ns.processes_steps:
+        figures += data_parallel(ns.processes_steps, ns.rounds, ns.batch)
     print_figures(f"quickstart stage 1: where a training step's time goes ({note})", figures)
     write_json(ns.json, "trainer", figures)
+
+
+def data_parallel(steps: int, rounds: int, batch: int) -> list:
+    """The real stage-1 trainer (``configs/train/synthetic.yaml``, text tower, order negatives, all captions) in
+    one process of ``batch`` clips against torchrun's 2 processes of ``batch / 2``: the same global batch, as
+    the quickstart trains it. 64 training videos with every clip cached after the first epoch (2 steps),
+    so that the figure is the steady state. Clips/s from wall time per round (process start included)."""
+    repo = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            [sys.executable, "-m", "vfeval", "data", "synthetic", "--out", tmp, "--videos", "1",
+             "--train-videos", "64", "--formats", "egoschema", "--workers", "1"],
+            check=True, capture_output=True,
+        )
+        captions = Path(tmp, "train", "captions.jsonl")
+        common = [str(repo / "configs/train/synthetic.yaml"), f"data.captions={captions}", f"optim.steps={steps}",
+                  "optim.warmup_steps=2", f"checkpoint_every={steps}", "log_every=1000"]
+        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+        counter = iter(range(10_000))
+
+        def one() -> None:
+            subprocess.run([sys.executable, "-m", "vfeval", "train", *common, f"name=p1-{next(counter)}", f"output_dir={tmp}/runs/${{name}}",
+                            f"optim.batch_size={batch}"], check=True, capture_output=True)
+
+        def two() -> None:
+            subprocess.run([*launch, "-m", "vfeval", "train", *common, f"name=p2-{next(counter)}", f"output_dir={tmp}/runs/${{name}}",
+                            f"optim.batch_size={batch // 2}"], check=True, capture_output=True)
+
+        times = interleaved({"1 process": one, "2 processes": two}, rounds, warmup=0)
+    note = f"real trainer, {steps} steps of a global batch of {batch}, interleaved rounds, process start included"
+    return [
+        best("trainer clips/s, 1 process", [batch * steps / t for t in times["1 process"]], unit="clips/s",
+             higher_is_better=True, note=note),
+        best("trainer clips/s, 2 processes (torchrun)", [batch * steps / t for t in times["2 processes"]],
+             unit="clips/s", higher_is_better=True, note=note),
+        ratio("speed-up of 2 processes over 1", times["1 process"], times["2 processes"], note=note),
+    ]
 
 
 if __name__ == "__main__":
