@@ -100,6 +100,7 @@ def build_app(host: Host) -> typer.Typer:
         if limit is not None and limit < 1:
             raise UsageError(f"--limit {limit}: score at least 1 sample (leave --limit out to score them all)")
         if is_suite(config):
+            _single_process("a suite config")
             _run_suite(config, list(overrides or []), limit, retry_failed, name)
             return
         extra = list(overrides or [])
@@ -111,8 +112,73 @@ def build_app(host: Host) -> typer.Typer:
         if name is not None:  # a plain name, never parsed as YAML or interpolated
             cfg.output.name = check_run_name(name, "--name")
         check_paths(cfg)  # before anything is computed
-        outcome = run_task(cfg, host)
-        print_summary(outcome.result, outcome.run_dir, outcome.stats.to_dict())
+        outcome = _as_rank(lambda world: run_task(cfg, host, world=world))
+        if outcome is not None:  # rank 0 (or the only process) reports; the other ranks' answers are in it
+            print_summary(outcome.result, outcome.run_dir, outcome.stats.to_dict())
+
+    @app.command()
+    def extract(
+        config: Path = typer.Argument(..., help="Run config YAML (the same one `vfeval run` will use)."),
+        overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. task.root=/data"),
+        limit: int | None = typer.Option(None, help="Only the first N samples' videos."),
+    ) -> None:
+        """Fill the feature store with a task's video features, scoring nothing; under torchrun every rank
+        takes its share. `vfeval run` with the same config then decodes no video, at any number of processes."""
+        from vfeval.config import check_paths, load_run_config
+        from vfeval.runner import extract as run_extract
+        from vfeval.suite import is_suite
+
+        if limit is not None and limit < 1:
+            raise UsageError(f"--limit {limit}: extract at least 1 sample (leave --limit out for all)")
+        if is_suite(config):
+            raise UsageError(f"{config} is a suite; `vfeval extract` takes one run config")
+        cfg = load_run_config(config, [*(overrides or []), *([f"run.limit={limit}"] if limit else [])],
+                              host.registry)
+        check_paths(cfg)
+        summary = _as_rank(lambda world: run_extract(cfg, host, world=world))
+        if summary is None:
+            return
+        world = summary["world"]
+        out.print(f"windows: {summary['windows']} (already stored {summary['already_stored']}, decoded and "
+                  f"encoded now {summary['decoded']}, failed to decode {summary['failed']})")
+        for rank in world["ranks"]:
+            out.print(f"rank {rank['rank']} of {world['world_size']}: {rank['windows_decoded']} windows in "
+                      f"{rank['compute_s']} s ({rank['per_s']} windows/s)")
+        out.print(f"feature store: {summary['cache_dir']} ({summary['wall_s']} s)", soft_wrap=True)
+
+    def _single_process(what: str) -> None:
+        import os
+
+        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 or int(os.environ.get("JAX_NUM_PROCESSES", "1") or 1) > 1:
+            raise UsageError(f"{what} runs in one process; start each of its run configs under torchrun instead")
+
+    def _as_rank(body: Any) -> Any:
+        """Join the job the environment describes (torchrun, jax.distributed; or none) and run ``body(world)``
+        as this rank. A rank that fails prints its error naming itself; the others stop with exit code 1
+        naming it. Returns what ``body`` returned on rank 0, None on the other ranks."""
+        import traceback
+
+        from vfeval.distributed import RankFailed, join
+
+        world = join()
+        try:
+            value = body(world)
+        except RankFailed as exc:
+            err.print(f"error: rank {world.rank} of {world.size} stopped: {escape(str(exc))}", soft_wrap=True)
+            raise typer.Exit(1) from exc
+        except UsageError as exc:
+            if world.distributed:
+                raise UsageError(f"rank {world.rank} of {world.size}: {exc}") from exc
+            raise
+        except Exception as exc:
+            if not world.distributed:
+                raise
+            traceback.print_exc()
+            err.print(f"error: rank {world.rank} of {world.size} failed: {type(exc).__name__}: "
+                      f"{escape(_one_line(str(exc)))}", soft_wrap=True)
+            raise typer.Exit(1) from exc
+        world.close()
+        return value if world.main else None
 
     def _run_suite(config: Path, overrides: list[str], limit: int | None, retry_failed: bool,
                    name: str | None) -> None:
@@ -209,6 +275,11 @@ def build_app(host: Host) -> typer.Typer:
         for k, v in c.info().items():
             out.print(f"{k}: {v}")
         c.close()
+        from vfeval.cache import cache_files
+
+        shards = [p for p in cache_files(cache_dir) if p.parent.name == "shards"]
+        if shards:  # written by runs over several processes; every run reads them too
+            out.print(f"shards: {len(shards)} files ({sum(p.stat().st_size for p in shards)} bytes) in {shards[0].parent}")
 
     @cache_app.command("clear")
     def cache_clear(cache_dir: Path = typer.Option(Path(".vfeval_cache"), envvar="VFEVAL_CACHE")) -> None:
@@ -218,6 +289,9 @@ def build_app(host: Host) -> typer.Typer:
         c = Cache(_cache_folder(cache_dir) / "vfeval.sqlite")
         c.clear()
         c.close()
+        from vfeval.cache import remove_shards
+
+        remove_shards(cache_dir)  # runs read every shard: a cleared cache keeps none
         out.print(f"cleared {cache_dir}")
 
     app.add_typer(cache_app, name="cache")
@@ -304,7 +378,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         host = get_plugin_manager()
         app = build_app(host)
-        app(args=argv, prog_name="vfeval", standalone_mode=False)
+        code = app(args=argv, prog_name="vfeval", standalone_mode=False)
+        if isinstance(code, int) and code:  # typer.Exit(n) in a command: click returns n when not standalone
+            sys.exit(code)
     except UsageError as exc:
         print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         sys.exit(2)

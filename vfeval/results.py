@@ -68,9 +68,10 @@ def git_dirty(path: Path | None = None) -> bool | None:
     return bool(res.stdout.strip()) if res.returncode == 0 else None
 
 
-def provenance(plugins: dict[str, str]) -> dict[str, Any]:
+def provenance(plugins: dict[str, str], world_size: int = 1) -> dict[str, Any]:
     """What code made a result: versions of vfeval, its plugins and libraries, and the git commit of the
-    checkout with whether it had uncommitted changes (``git_dirty``)."""
+    checkout with whether it had uncommitted changes (``git_dirty``); and how many processes computed it
+    (``world_size``: recorded, never hashed, as it changes no number)."""
     return {
         "vfeval": __version__,
         "plugins": plugins,
@@ -80,6 +81,7 @@ def provenance(plugins: dict[str, str]) -> dict[str, Any]:
         "git_commit": git_commit(),
         "git_dirty": git_dirty(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "world_size": int(world_size),
     }
 
 
@@ -129,7 +131,7 @@ RESULT_FIELDS: dict[str, Any] = {
     "protocol": {"task": NAME, "version": TEXT, "split": TEXT, "metric_versions": MAPPING, "options": MAPPING,
                  "fingerprint": NAME},
     "pipeline": {"encoder": {"name": NAME, "backend?": NAME}, "aggregator": {"name": NAME}, "sampling": MAPPING,
-                 "fingerprint": NAME, "family?": NAME},
+                 "fingerprint": NAME, "family?": NAME, "training?": MAPPING},
     "scored": BOOL,
     "headline": TEXT,
     "metrics": MAPPING,
@@ -288,6 +290,8 @@ def build_result(
     plugins: dict[str, str],
     outputs: dict[str, str],
     limit: int | None,
+    world_size: int = 1,
+    training: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     failed = [r for r in results if r.failed]
     reasons = Counter((r.error or "unknown").split(":", 1)[0] for r in failed)
@@ -300,12 +304,14 @@ def build_result(
         },
         "protocol": {**protocol, "fingerprint": fingerprint(protocol)},
         # The family names a leaderboard column, not a computation: recorded outside the fingerprint.
-        "pipeline": {**pipeline, "fingerprint": pipeline_fingerprint, "family": family},
+        # So does how the encoder's weights were trained (``Encoder.training``), when known.
+        "pipeline": {**pipeline, "fingerprint": pipeline_fingerprint, "family": family,
+                     **({"training": training} if training is not None else {})},
         **scores_to_dict(scores),
         "complete": not failed and limit is None,
         "failures": dict(sorted(reasons.items())),
         "cost": cost,
-        "provenance": provenance(plugins),
+        "provenance": provenance(plugins, world_size),
         "samples": SAMPLES_FILE,
         "outputs": outputs,
     }

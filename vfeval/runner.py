@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import resource
+import secrets
 import sys
 import time
 from collections import deque
@@ -41,8 +42,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from vfeval.cache import Cache, Entry
+from vfeval.cache import SHARDS, Cache, Entry, open_cache
 from vfeval.config import RunConfig, to_dict
+from vfeval.distributed import RankFailed, World, shard
 from vfeval.errors import DataError, UsageError
 from vfeval.hashing import fingerprint
 from vfeval.pipeline import Pipeline, VideoInputs
@@ -136,20 +138,69 @@ def _sample_extra(entries: list[Entry]) -> dict[str, Any]:
     return {}
 
 
+@dataclass
+class _Plan:
+    """What every rank derives alike from the config and the data, before touching the cache."""
+
+    task: Task
+    samples: list[Any]
+    per_sample: list[list[Request]]
+    unique: dict[str, Request]
+    pipeline: Pipeline
+    described: dict[str, Any]
+    pfp: str
+
+
+def _one_line(text: Any) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _merge_stats(parts: list[dict[str, Any]], requests: int) -> RunStats:
+    """One run's stats from every rank's: work done is summed; what every rank looked up alike (cached) and
+    what rank 0 alone counts (invalidated windows) is taken once."""
+    merged = RunStats(requests=requests, cached=parts[0]["cached"],
+                      windows_invalidated=parts[0]["windows_invalidated"])
+    for part in parts:
+        for key in ("computed", "windows_decoded", "windows_from_store", "files_hashed"):
+            setattr(merged, key, getattr(merged, key) + part[key])
+        merged.identity_s = max(merged.identity_s, part["identity_s"])
+    return merged
+
+
 class Runner:
-    def __init__(self, cfg: RunConfig, host: Host, console: Console | None = None, progress: bool = True) -> None:
+    def __init__(self, cfg: RunConfig, host: Host, console: Console | None = None, progress: bool = True,
+                 world: World | None = None) -> None:
         self.cfg = cfg
         self.host = host
         self.console = console or Console(stderr=True)
-        self.show_progress = progress
+        self.world = world or World()
+        self.show_progress = progress and self.world.main
 
     def build_task(self) -> Task:
         spec = self.host.registry.get("tasks", self.cfg.task.name)
         return spec.load()(self.cfg.task)
 
     def execute(self) -> RunOutcome:
+        return self._as_rank(self._execute)
+
+    def extract(self) -> dict[str, Any]:
+        """Fill the feature store with the windows of the task's requests, scoring nothing (``vfeval
+        extract``): the same sharding as a run, so a run afterwards, at any world size, decodes no video."""
+        return self._as_rank(self._extract)
+
+    def _as_rank(self, body: Any) -> Any:
+        """Run ``body``; if it raises in one rank of a job, tell every other rank before raising here."""
+        self.world.next_round()
+        try:
+            return body()
+        except RankFailed:
+            raise
+        except BaseException as exc:
+            self.world.fail(f"{type(exc).__name__}: {_one_line(exc)}")
+            raise
+
+    def _plan(self) -> _Plan:
         cfg, registry = self.cfg, self.host.registry
-        t0 = time.perf_counter()
         task = self.build_task()
         samples = task.load()
         if cfg.run.limit is not None:
@@ -161,36 +212,132 @@ class Runner:
         for reqs in per_sample:
             for r in reqs:
                 unique.setdefault(r.key(), r)
-
         pipeline = Pipeline.from_config(cfg.pipeline, registry, cfg.run.seed)
         pipeline.check({r.kind for r in unique.values()}, registry)
         described = pipeline_description(pipeline, cfg.run.batch_size)
-        pfp = fingerprint(described)
-        cache = Cache(Path(cfg.output.cache_dir) / "vfeval.sqlite")
-        stats = RunStats(requests=len(unique))
+        return _Plan(task, samples, per_sample, unique, pipeline, described, fingerprint(described))
+
+    def _agree(self, plan: _Plan) -> Path:
+        """Agree with every rank on the run folder (rank 0's), and check that every rank computes the same
+        pipeline over the same requests and sees the same cache folder. Returns the run folder."""
+        world, cfg = self.world, self.cfg
+        cache_dir = Path(cfg.output.cache_dir)
+        if not world.distributed:
+            return cfg.run_dir()
+        token = f".job-{secrets.token_hex(8)}" if world.main else ""
+        if world.main:
+            (cache_dir / SHARDS).mkdir(parents=True, exist_ok=True)
+            (cache_dir / SHARDS / token).write_text(str(os.getpid()))
+        mine = {"run_dir": str(cfg.run_dir().absolute()), "cache_dir": str(cache_dir.absolute()), "token": token,
+                "pipeline": plan.pfp, "requests": fingerprint(sorted(plan.unique))}
+        agreed = world.broadcast("agree", mine)
         try:
-            started = time.perf_counter()
-            contents = self._identify(list(unique.values()), pipeline, cache, stats)
-            keys = {k: answer_key(k, contents.get(r.video.path) if r.video is not None and pipeline.needs_video(r)
-                                  else None)
-                    for k, r in unique.items()}
-            stats.identity_s += time.perf_counter() - started
-            known = cache.get_answers(pfp, list(keys.values()))
-            pending = [r for k, r in unique.items()
-                       if keys[k] not in known or (cfg.run.retry_failed and not known[keys[k]].ok)]
-            stats.cached = len(unique) - len(pending)
-            started = time.perf_counter()
-            changed = self._count_invalidated(pending, pipeline, cache, pfp, contents, stats)
-            stats.identity_s += time.perf_counter() - started
-            self._compute(pending, pipeline, cache, stats, pfp, keys, contents)
-            if changed:
-                started = time.perf_counter()
-                cache.put_answered_content(pfp, changed)
-                stats.identity_s += time.perf_counter() - started
-            stored = cache.get_answers(pfp, list(keys.values()))
-            entries = {k: stored[ck] for k, ck in keys.items()}
+            for key, what in (("pipeline", "pipeline (its fingerprint)"), ("requests", "requests")):
+                if agreed[key] != mine[key]:
+                    raise UsageError(
+                        f"rank {world.rank} has other {what} than rank 0: every rank must run the same config "
+                        "on the same data and code"
+                    )
+            seen = self._sees(cache_dir / SHARDS / agreed["token"])
+            if not seen:
+                raise UsageError(
+                    f"rank {world.rank} does not see rank 0's cache folder {agreed['cache_dir']} (as "
+                    f"{cache_dir.absolute()}): set output.cache_dir to one folder that every rank's machine "
+                    "mounts"
+                )
+            world.barrier("agreed")
         finally:
-            cache.close()
+            if world.main:
+                (cache_dir / SHARDS / token).unlink(missing_ok=True)
+        return Path(agreed["run_dir"])
+
+    @staticmethod
+    def _sees(path: Path, wait_s: float = 10.0) -> bool:
+        """Whether ``path`` exists, allowing a shared filesystem a few seconds to show a new file."""
+        deadline = time.monotonic() + wait_s
+        while not path.exists():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
+        return True
+
+    def _progress_counter(self, progress: Progress, bar: Any, name: str) -> tuple[Any, Any]:
+        """``(tick, refresh)``: ``tick(n)`` counts ``n`` answers of this rank and shows the job's total;
+        ``refresh()`` shows the job's total while this rank waits for the others."""
+        world = self.world
+
+        def tick(n: int) -> None:
+            progress.update(bar, completed=world.advance(name, n))
+
+        def refresh() -> None:
+            progress.update(bar, completed=world.count(name))
+
+        return tick, refresh
+
+    def _rank_record(self, stats: RunStats, seconds: float, work: int) -> dict[str, Any]:
+        """One rank's share and speed, for the result's cost."""
+        return {"rank": self.world.rank, "computed": stats.computed, "windows_decoded": stats.windows_decoded,
+                "windows_from_store": stats.windows_from_store, "compute_s": round(seconds, 3),
+                "per_s": round(work / seconds, 3) if seconds > 0 else None}
+
+    def _execute(self) -> RunOutcome:
+        cfg, world = self.cfg, self.world
+        t0 = time.perf_counter()
+        plan = self._plan()
+        task, samples, per_sample, unique = plan.task, plan.samples, plan.per_sample, plan.unique
+        pipeline, described, pfp = plan.pipeline, plan.described, plan.pfp
+        run_dir = self._agree(plan)
+        cache = open_cache(cfg.output.cache_dir, world.rank, world.size)
+        stats = RunStats(requests=len(unique))
+        with self._progress() as progress:
+            try:
+                started = time.perf_counter()
+                contents = self._identify(list(unique.values()), pipeline, cache, stats)
+                keys = {k: answer_key(k, contents.get(r.video.path) if r.video is not None and
+                                      pipeline.needs_video(r) else None)
+                        for k, r in unique.items()}
+                stats.identity_s += time.perf_counter() - started
+                known = cache.get_answers(pfp, list(keys.values()))
+                pending = [r for k, r in unique.items()
+                           if keys[k] not in known or (cfg.run.retry_failed and not known[keys[k]].ok)]
+                stats.cached = len(unique) - len(pending)
+                world.barrier("looked-up")  # every rank has read the cache before any rank writes to it
+                changed: dict[str, str] = {}
+                if world.main:  # one count of what changed, said once
+                    started = time.perf_counter()
+                    changed = self._count_invalidated(pending, pipeline, cache, pfp, contents, stats)
+                    stats.identity_s += time.perf_counter() - started
+                bar = progress.add_task("answering", total=len(pending))
+                tick, refresh = self._progress_counter(progress, bar, "answered")
+                started = time.perf_counter()
+                self._compute(pending, pipeline, cache, stats, pfp, keys, contents, tick)
+                compute_s = time.perf_counter() - started
+                if changed:
+                    started = time.perf_counter()
+                    cache.put_answered_content(pfp, changed)
+                    stats.identity_s += time.perf_counter() - started
+                if not world.distributed:
+                    stored = cache.get_answers(pfp, list(keys.values()))
+            finally:
+                cache.close()
+            record = self._rank_record(stats, compute_s, stats.computed)
+            done = world.gather("done", {"stats": stats.to_dict(), "rank": record}, on_wait=refresh)
+        if not world.main:
+            world.broadcast("final")  # rank 0 has merged, scored and written
+            world.gather("bye", True)
+            return RunOutcome(run_dir, {}, stats)
+        if world.distributed:
+            stats = _merge_stats([d["stats"] for d in done], len(unique))
+            merged = open_cache(cfg.output.cache_dir, 0, world.size)  # reads every rank's shard
+            try:
+                stored = merged.get_answers(pfp, list(keys.values()))
+            finally:
+                merged.close()
+        missing = [k for k, ck in keys.items() if ck not in stored]
+        if missing:
+            raise RuntimeError(f"{len(missing)} answers are missing from the cache after every rank finished "
+                               f"(e.g. {missing[0]}); a shard in {cfg.output.cache_dir} was removed or not written")
+        entries = {k: stored[ck] for k, ck in keys.items()}
 
         results = []
         for sample, reqs in zip(samples, per_sample):
@@ -203,7 +350,6 @@ class Runner:
             results.append(res)
         stats.failed = sum(r.failed for r in results)
         scores = task.score(results, seed=cfg.run.seed)
-        run_dir = cfg.run_dir()
         run_dir.mkdir(parents=True, exist_ok=True)
         outputs = {k: str(v) for k, v in task.write_outputs(results, run_dir).items()}
         wall = time.perf_counter() - t0
@@ -213,14 +359,61 @@ class Runner:
             "videos_per_s": round(n_videos / wall, 3) if wall > 0 else None,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "requests": stats.to_dict(),
+            "world": {**world.describe(), "ranks": [d["rank"] for d in done]},
         }
         result = build_result(
-            run_name=cfg.run_name(), config=to_dict(cfg), protocol=task.protocol(), pipeline=described,
+            run_name=run_dir.name, config=to_dict(cfg), protocol=task.protocol(), pipeline=described,
             pipeline_fingerprint=pfp, family=pipeline.family, results=results, scores=scores, cost=cost,
             plugins=plugin_versions(self.host), outputs=outputs, limit=cfg.run.limit,
+            world_size=world.size, training=pipeline.encoder.training(),
         )
         write_run(run_dir, result, results)
+        world.broadcast("final", {"run_dir": str(run_dir)})
+        world.gather("bye", True)  # rank 0 may host the job's store: it leaves last
         return RunOutcome(run_dir, result, stats, results)
+
+    def _extract(self) -> dict[str, Any]:
+        cfg, world = self.cfg, self.world
+        t0 = time.perf_counter()
+        plan = self._plan()
+        pipeline = plan.pipeline
+        self._agree(plan)
+        cache = open_cache(cfg.output.cache_dir, world.rank, world.size)
+        stats = RunStats(requests=len(plan.unique))
+        fkey = features_key(pipeline, cfg.run.batch_size)
+        failed = 0
+        with self._progress() as progress:
+            try:
+                videos = [r for r in plan.unique.values() if r.video is not None and pipeline.needs_video(r)]
+                contents = self._identify(videos, pipeline, cache, stats)
+                windows: dict[str, VideoWindow] = {}
+                for r in videos:
+                    assert r.video is not None
+                    windows.setdefault(content_window_key(r.video, contents[r.video.path]), r.video)
+                stored = cache.has_features(fkey, list(windows))
+                todo = [(key, (window, [])) for key, window in windows.items() if key not in stored]
+                world.barrier("looked-up")
+                bar = progress.add_task("extracting", total=len(todo))
+                tick, refresh = self._progress_counter(progress, bar, "extracted")
+                batches = list(_batched(todo, cfg.run.batch_size))
+                mine = [batches[i] for i in shard(len(batches), world.rank, world.size)]
+                started = time.perf_counter()
+                for batch, inputs in self._video_batches(mine, pipeline, cache, stats):
+                    failed += sum(isinstance(inp, str) for inp in inputs)
+                    world.check()
+                    tick(len(batch))
+                compute_s = time.perf_counter() - started
+            finally:
+                cache.close()
+            record = {**self._rank_record(stats, compute_s, stats.windows_decoded), "failed": failed}
+            done = world.gather("extracted", record, on_wait=refresh)
+        world.gather("bye", True)
+        return {
+            "windows": len(windows), "already_stored": len(stored),
+            "decoded": sum(d["windows_decoded"] for d in done), "failed": sum(d["failed"] for d in done),
+            "wall_s": round(time.perf_counter() - t0, 3), "world": {**world.describe(), "ranks": done},
+            "cache_dir": str(cfg.output.cache_dir),
+        }
 
     # -- computing answers ------------------------------------------------------------------------
     def _progress(self) -> Progress:
@@ -232,11 +425,16 @@ class Runner:
     def _identify(self, requests: list[Request], pipeline: Pipeline, cache: Cache, stats: RunStats) -> dict[str, str]:
         """``{video path: content identity}`` of every video file an answer will be computed from."""
         paths = [r.video.path for r in requests if r.video is not None and pipeline.needs_video(r)]
-        if not paths:
+        world = self.world
+        if world.distributed:  # each rank hashes its share of the files; every rank gets every identity
+            paths = sorted(set(paths))[world.rank :: world.size]
+        if not paths and not world.distributed:
             return {}
         before = cache.content.stats.hashed
-        contents = cache.content.identify(paths)
+        contents = cache.content.identify(paths) if paths else {}
         stats.files_hashed += cache.content.stats.hashed - before
+        if world.distributed:
+            contents = {p: c for part in world.gather("contents", contents) for p, c in part.items()}
         return contents
 
     def _count_invalidated(self, pending: list[Request], pipeline: Pipeline, cache: Cache, pfp: str,
@@ -260,10 +458,12 @@ class Runner:
         return {absolute[p]: contents[p] for p in absolute if before.get(absolute[p]) != contents[p]}
 
     def _compute(self, pending: list[Request], pipeline: Pipeline, cache: Cache, stats: RunStats, pfp: str,
-                 keys: dict[str, str], contents: dict[str, str]) -> None:
+                 keys: dict[str, str], contents: dict[str, str], tick: Any) -> None:
+        """Answer this rank's share of ``pending``: the batches one process would compute, dealt out over the
+        ranks (``vfeval.distributed.shard``); each batch is committed to this rank's cache file at once."""
         if not pending:
             return
-        bs = self.cfg.run.batch_size
+        world, bs = self.world, self.cfg.run.batch_size
         groups: dict[str, tuple[VideoWindow, list[Request]]] = {}
         plain: list[Request] = []
         for r in pending:
@@ -273,36 +473,41 @@ class Runner:
                 groups.setdefault(key, (r.video, []))[1].append(r)
             else:
                 plain.append(r)
-        with self._progress() as progress:
-            bar = progress.add_task("answering", total=len(pending))
-            for chunk in _batched(plain, bs):
-                answers = pipeline.answer(chunk, [None] * len(chunk))
-                cache.put_answers(pfp, {keys[r.key()]: Entry(True, a) for r, a in zip(chunk, answers)})
-                stats.computed += len(chunk)
-                progress.advance(bar, len(chunk))
-            batches = self._video_batches(list(groups.items()), pipeline, cache, stats)
-            for batch, inputs in batches:
-                entries: dict[str, Entry] = {}
-                ok_reqs, ok_inputs = [], []
-                for (_key, (_window, reqs)), inp in zip(batch, inputs):
-                    if isinstance(inp, str):  # the window failed to decode
-                        entries.update({keys[r.key()]: Entry(False, error=inp) for r in reqs})
-                    else:
-                        ok_reqs.extend(reqs)
-                        ok_inputs.extend([inp] * len(reqs))
-                if ok_reqs:
-                    answers = pipeline.answer(ok_reqs, ok_inputs)
-                    entries.update({keys[r.key()]: Entry(True, a, extra={"frame_times": inp.frame_times})
-                                    for r, a, inp in zip(ok_reqs, answers, ok_inputs)})
-                cache.put_answers(pfp, entries)
-                stats.computed += len(entries)
-                progress.advance(bar, len(entries))
+        plain_batches = list(_batched(plain, bs))
+        video_batches = list(_batched(list(groups.items()), bs))
+        mine = set(shard(len(plain_batches) + len(video_batches), world.rank, world.size))
+        for i, chunk in enumerate(plain_batches):
+            if i not in mine:
+                continue
+            answers = pipeline.answer(chunk, [None] * len(chunk))
+            cache.put_answers(pfp, {keys[r.key()]: Entry(True, a) for r, a in zip(chunk, answers)})
+            stats.computed += len(chunk)
+            world.check()
+            tick(len(chunk))
+        own = [b for j, b in enumerate(video_batches) if len(plain_batches) + j in mine]
+        for batch, inputs in self._video_batches(own, pipeline, cache, stats):
+            entries: dict[str, Entry] = {}
+            ok_reqs, ok_inputs = [], []
+            for (_key, (_window, reqs)), inp in zip(batch, inputs):
+                if isinstance(inp, str):  # the window failed to decode
+                    entries.update({keys[r.key()]: Entry(False, error=inp) for r in reqs})
+                else:
+                    ok_reqs.extend(reqs)
+                    ok_inputs.extend([inp] * len(reqs))
+            if ok_reqs:
+                answers = pipeline.answer(ok_reqs, ok_inputs)
+                entries.update({keys[r.key()]: Entry(True, a, extra={"frame_times": inp.frame_times})
+                                for r, a, inp in zip(ok_reqs, answers, ok_inputs)})
+            cache.put_answers(pfp, entries)
+            stats.computed += len(entries)
+            world.check()
+            tick(len(entries))
 
     def _video_batches(
-        self, groups: list[tuple[str, tuple[VideoWindow, list[Request]]]], pipeline: Pipeline, cache: Cache,
+        self, batches: list[list[tuple[str, tuple[VideoWindow, list[Request]]]]], pipeline: Pipeline, cache: Cache,
         stats: RunStats,
     ) -> Iterator[tuple[list[tuple[str, tuple[VideoWindow, list[Request]]]], list[VideoInputs | str]]]:
-        """Yield batches of windows with their VideoInputs (or a failure reason).
+        """Yield ``batches`` of windows with their VideoInputs (or a failure reason).
 
         Windows not in the feature store are decoded by a pool (``run.decode``) while the caller encodes the
         batch before. Ahead of the batch being encoded, ``run.prefetch`` batches are submitted, or as many as
@@ -313,8 +518,9 @@ class Runner:
 
         cfg = self.cfg.run
         fkey = features_key(pipeline, cfg.batch_size)
-        batches = iter(_batched(groups, cfg.batch_size))
-        with open_pool(cfg.decode, cfg.workers, cfg.video_timeout, pipeline.decoder, len(groups)) as pool:
+        windows = sum(len(b) for b in batches)
+        pending = iter(batches)
+        with open_pool(cfg.decode, self._workers(), cfg.video_timeout, pipeline.decoder, windows) as pool:
             queue: deque[tuple[list, list[Any]]] = deque()
 
             def submit(batch: list[tuple[str, tuple[VideoWindow, list[Request]]]]) -> None:
@@ -326,7 +532,7 @@ class Runner:
 
             while True:
                 while len(queue) <= cfg.prefetch or sum(len(b) for b, _ in queue) < 2 * pool.size + cfg.batch_size:
-                    batch = next(batches, None)
+                    batch = next(pending, None)
                     if batch is None:
                         break
                     submit(batch)
@@ -334,6 +540,16 @@ class Runner:
                     return
                 batch, jobs = queue.popleft()
                 yield batch, self._inputs_for(batch, jobs, pipeline, cache, fkey, stats)
+
+    def _workers(self) -> int:
+        """``run.workers``; where it is 0 (auto) and several ranks share this machine, its share of the cores,
+        so that N ranks do not each start a worker per core."""
+        from vfeval.video.pool import MAX_AUTO_WORKERS, machine_cores
+
+        workers, local = self.cfg.run.workers, self.world.local_size
+        if workers or local <= 1:
+            return workers
+        return max(1, min(MAX_AUTO_WORKERS, (machine_cores() - local) // local))
 
     def _inputs_for(self, batch: list, jobs: list[Any], pipeline: Pipeline, cache: Cache, fkey: str,
                     stats: RunStats) -> list[VideoInputs | str]:
@@ -358,10 +574,18 @@ class Runner:
         return out  # type: ignore[return-value]
 
 
-def run(cfg: RunConfig, host: Host, console: Console | None = None, progress: bool | None = None) -> RunOutcome:
+def run(cfg: RunConfig, host: Host, console: Console | None = None, progress: bool | None = None,
+        world: World | None = None) -> RunOutcome:
     if progress is None:
         progress = sys.stderr.isatty()
-    return Runner(cfg, host, console, progress).execute()
+    return Runner(cfg, host, console, progress, world).execute()
+
+
+def extract(cfg: RunConfig, host: Host, console: Console | None = None, progress: bool | None = None,
+            world: World | None = None) -> dict[str, Any]:
+    if progress is None:
+        progress = sys.stderr.isatty()
+    return Runner(cfg, host, console, progress, world).extract()
 
 
 def rescore(run_dir: str | Path, host: Host) -> tuple[dict[str, Any], dict[str, Any]]:
