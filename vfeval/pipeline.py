@@ -48,6 +48,13 @@ class Encoder:
         """How many parameters the model has (shown on the leaderboard); None when it has no such thing."""
         return None
 
+    def training(self) -> dict[str, Any] | None:
+        """How the weights were trained, as their trainer recorded it: ``{"stages": [{"trainer", "objective",
+        "masking", "steps", ...}, ...]}`` in order (no stages: random weights), or None when unknown. A result
+        records it as ``pipeline.training``, outside the fingerprint (it describes the weights, whose hash the
+        fingerprint already holds), for the leaderboard's recipes view."""
+        return None
+
 
 @dataclass
 class VideoInputs:
