@@ -167,3 +167,44 @@ def test_ci_is_reproducible_with_a_seed_and_brackets_the_value():
 def test_refusals(call, message):
     with pytest.raises(UsageError, match=message):
         call()
+
+
+def _exact_ranks(t, v, tv, among):
+    sim = similarity(t, v)
+    return text_to_video(sim, tv), video_to_text(sim, tv, among=among)
+
+
+@pytest.mark.parametrize("case", ["random", "duplicates", "near-ties", "integers", "wide"])
+def test_ranks_from_embeddings_are_the_ranks_of_the_exact_matrix(case):
+    from vfeval.metrics.retrieval import ranks_from_embeddings
+
+    rng = np.random.default_rng(7)
+    if case == "random":
+        v = rng.standard_normal((300, 64)).astype(np.float32)
+        t = rng.standard_normal((700, 64)).astype(np.float32)
+        tv = np.r_[np.arange(300), rng.integers(0, 300, 400)]
+    elif case == "duplicates":  # exact ties everywhere: identical videos, captions equal to videos
+        v = np.repeat(rng.standard_normal((50, 16)).astype(np.float32), 4, axis=0)
+        t = v[rng.integers(0, 200, 600)]
+        tv = np.r_[np.arange(200), rng.integers(0, 200, 400)]
+    elif case == "near-ties":  # every score within a few float32 ulps of every other: all inside the band
+        base = rng.standard_normal((1, 128)).astype(np.float32)
+        v = (base + 1e-6 * rng.standard_normal((400, 128))).astype(np.float32)
+        t = (base + 1e-6 * rng.standard_normal((400, 128))).astype(np.float32)
+        tv = np.arange(400)
+    elif case == "integers":
+        v = rng.integers(-2, 3, (300, 32)).astype(np.float32)
+        t = rng.integers(-2, 3, (300, 32)).astype(np.float32)
+        tv = np.arange(300)
+    else:
+        v = rng.standard_normal((200, 1024)).astype(np.float32)
+        t = (v[np.arange(200)] + 0.5 * rng.standard_normal((200, 1024))).astype(np.float32)
+        tv = np.arange(200)
+    for among in ("captions", "videos"):
+        t2v, v2t = ranks_from_embeddings(t, v, tv, among)
+        want_t2v, want_v2t = _exact_ranks(t, v, tv, among)
+        np.testing.assert_array_equal(t2v, want_t2v)
+        np.testing.assert_array_equal(v2t, want_v2t)
+    t2v, none = ranks_from_embeddings(t, v, tv)
+    np.testing.assert_array_equal(t2v, _exact_ranks(t, v, tv, "captions")[0])
+    assert none is None

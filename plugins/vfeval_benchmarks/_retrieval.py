@@ -64,9 +64,8 @@ def score(results: list[SampleResult], seed: int, unit: str, v2t: str | None = N
             video_rows.append(np.asarray(r.answers[0], dtype=np.float32))
         column[i] = columns[key]
     texts = np.stack([np.asarray(r.answers[1], dtype=np.float32) for r in ok])  # type: ignore[index]
-    sim = retrieval.similarity(texts, np.stack(video_rows))  # [captions, candidates]
-
-    t2v = retrieval.text_to_video(sim, column)
+    # The ranks of the exact similarity matrix [captions, candidates], at about a float32 matmul's cost.
+    t2v, v2t_ranks = retrieval.ranks_from_embeddings(texts, np.stack(video_rows), column, v2t)
     groups = [r.sample.group or r.sample.id for r in ok]
     metrics: dict[str, Metric] = {
         f"t2v_{name}": m for name, m in retrieval.retrieval_metrics_with_ci(t2v, groups, seed=seed).items()
@@ -78,9 +77,8 @@ def score(results: list[SampleResult], seed: int, unit: str, v2t: str | None = N
         "ties counted against the model; R@K in percent, MdR and MnR 1-based",
     ]
     if v2t is not None:
-        ranks = retrieval.video_to_text(sim, column, among=v2t)
         metrics.update(
-            {f"v2t_{name}": m for name, m in retrieval.retrieval_metrics_with_ci(ranks, None, seed=seed).items()}
+            {f"v2t_{name}": m for name, m in retrieval.retrieval_metrics_with_ci(v2t_ranks, None, seed=seed).items()}
         )
         notes.append(V2T_NOTES[v2t])
     for r, rank in zip(ok, t2v):

@@ -103,6 +103,90 @@ def similarity(text_emb: np.ndarray, video_emb: np.ndarray) -> np.ndarray:
     return out
 
 
+def _exact_entries(t: np.ndarray, v: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``similarity``'s entries ``[rows[i], cols[i]]`` alone: float32 of the exactly summed dot product.
+    t, v: float32 unit rows. Returns float32 [len(rows)]."""
+    if rows.size == 0:
+        return np.empty(0, dtype=np.float32)
+    a, b = t[rows].astype(np.float64), v[cols].astype(np.float64)
+    approx = np.einsum("ij,ij->i", a, b)
+    bound = 2.0 * a.shape[1] * np.finfo(np.float64).eps
+    out = approx.astype(np.float32)
+    undecided = np.flatnonzero((approx - bound).astype(np.float32) != (approx + bound).astype(np.float32))
+    if undecided.size:
+        out[undecided] = _round_exact(a[undecided], b[undecided])
+    return out
+
+
+def _float32_bound(dim: int) -> float:
+    """How far a float32 matmul entry of two float32 unit vectors can be from ``similarity``'s entry.
+
+    Any order of float32 summation of D products is within gamma_D = D u / (1 - D u) of the exact dot
+    product for unit vectors (Higham, Accuracy and Stability of Numerical Algorithms, 3.1; u = 2^-24,
+    and the products' sum of magnitudes is at most 1 by Cauchy-Schwarz), and ``similarity`` rounds the exact
+    value once more (u). Doubled for the float32 norms, which are unit only to within a few u."""
+    u = 2.0**-24
+    return 2.0 * (dim * u / (1 - dim * u) + u)
+
+
+def ranks_from_embeddings(
+    text_emb: np.ndarray, video_emb: np.ndarray, text_video: np.ndarray, v2t: str | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``text_to_video(similarity(t, v), text_video)`` and, when ``v2t`` is ``"captions"``,
+    ``video_to_text(..., among="captions")``: the same ranks, at about the cost of a float32 matmul.
+
+    A rank only compares entries with one threshold per row (or column): the correct item's score. The
+    matrix is computed in float32 blocks, whose entries are within ``_float32_bound`` of ``similarity``'s;
+    an entry clearly above or below the threshold is counted as it is, and only the few inside the band
+    are computed as ``similarity`` computes them. The thresholds themselves are always exact. So the ranks
+    are those of the exact matrix, bit for bit, whatever BLAS does; ``among="videos"`` (a max over each
+    video's captions) goes through the exact matrix.
+    """
+    t = _normalise(text_emb, "text embeddings")
+    v = _normalise(video_emb, "video embeddings")
+    if t.shape[1] != v.shape[1]:
+        raise UsageError(f"text and video embeddings differ in width: {t.shape[1]} vs {v.shape[1]}")
+    n_texts, n_videos = t.shape[0], v.shape[0]
+    tv = _check_index(text_video, n_texts, n_videos, "text_video")
+    if v2t not in (None, "captions", "videos"):
+        raise UsageError(f"video_to_text: among must be 'captions' or 'videos', got {v2t!r}")
+    if v2t == "videos":
+        sim = similarity(t, v)
+        return text_to_video(sim, tv), video_to_text(sim, tv, among="videos")
+    if v2t is not None:
+        _videos_without_captions(tv, n_videos)
+    delta = np.float32(_float32_bound(t.shape[1]))
+    own = _exact_entries(t, v, np.arange(n_texts), tv)  # [T] each caption's score with its own video
+    best = np.full(n_videos, -np.inf, dtype=np.float32)
+    np.maximum.at(best, tv, own)  # [V] the best score of each video's own captions
+    t2v = np.empty(n_texts, dtype=np.int64)
+    at_least_best = np.zeros(n_videos, dtype=np.int64)
+    vt = np.ascontiguousarray(v.T)
+    rows_per = max(1, min(ROW_CHUNK, (1 << 18) // max(n_videos, 1)))  # a block of ~1 MiB stays in cache
+    d = np.empty((rows_per, n_videos), dtype=np.float32)
+    for start in range(0, n_texts, rows_per):
+        stop = min(start + rows_per, n_texts)
+        block = t[start:stop] @ vt  # [rows, V] float32, within delta of the exact entries
+        diff = d[: stop - start]
+        # Text to video: entries >= the row's own score. Clearly above counts; inside the band, decide exactly.
+        np.subtract(block, own[start:stop, None], out=diff)
+        count = np.count_nonzero(diff > delta, axis=1)
+        rows, cols = np.divmod(np.flatnonzero(np.abs(diff, out=diff) <= delta), n_videos)
+        exact = _exact_entries(t, v, rows + start, cols)
+        count += np.bincount(rows, weights=exact >= own[rows + start], minlength=stop - start).astype(np.int64)
+        t2v[start:stop] = count - 1
+        if v2t is not None:  # video to text: per column, entries >= the video's best own score
+            np.subtract(block, best[None, :], out=diff)
+            at_least_best += np.count_nonzero(diff > delta, axis=0)
+            rows, cols = np.divmod(np.flatnonzero(np.abs(diff, out=diff) <= delta), n_videos)
+            exact = _exact_entries(t, v, rows + start, cols)
+            at_least_best += np.bincount(cols, weights=exact >= best[cols], minlength=n_videos).astype(np.int64)
+    if v2t is None:
+        return t2v, None
+    own_at_best = np.bincount(tv, weights=(own == best[tv]), minlength=n_videos).astype(np.int64)
+    return t2v, at_least_best - own_at_best
+
+
 def _check_matrix(sim: np.ndarray) -> np.ndarray:
     s = np.asarray(sim)
     if s.ndim != 2 or s.shape[0] == 0 or s.shape[1] == 0:
