@@ -10,6 +10,7 @@ A YAML whose top-level key is ``suite`` (instead of ``task`` and ``pipeline``) i
         data: {command: "data synthetic --out data/synthetic", creates: [data/synthetic/README.md]}
       train:                            # `vfeval train` recipes, resumed if killed; done when `checkpoint` exists
         mask0: {config: configs/train/synthetic.yaml, overrides: [name=x], checkpoint: runs/train-x/final.safetensors}
+        # processes: 2 trains under torchrun (python -m torch.distributed.run --standalone --nproc_per_node=2)
       tasks:                            # run configs; their task sections are evaluated
         egoschema: {config: configs/egoschema.yaml, overrides: [task.root=data/synthetic/egoschema]}
       pipelines:                        # merged over each task config's pipeline (encoder and aggregator replace it)
