@@ -34,7 +34,8 @@ def add_data_commands(app: typer.Typer) -> None:
         ),
         train_videos: int = typer.Option(1000, help="Captioned training videos (0 for none)."),
         formats: list[str] = typer.Option(
-            ["egoschema"], help="Benchmark formats to write, any of egoschema, msrvtt, youcook2; repeat or "
+            ["egoschema"], help="Benchmark formats to write, any of egoschema, msrvtt, youcook2, order (the "
+            "synthetic_order probe); repeat or "
             "comma-separate (e.g. --formats egoschema,msrvtt,youcook2)."
         ),
         size: int = typer.Option(64, help="Frame width and height in pixels (even)."),

@@ -32,15 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from vfeval.config import TaskConfig
 from vfeval.errors import UsageError
 from vfeval.metrics import bootstrap
 from vfeval.metrics import captioning as capmetrics
 from vfeval.metrics import retrieval as retmetrics
 from vfeval.requests import Request, VideoWindow, generate, video_embedding
-from vfeval.task import Metric, Sample, SampleResult, Scores, Task
+from vfeval.task import Sample, SampleResult, Scores, Task
 
 from . import _captioning, _files, _probe, _retrieval
 
@@ -356,11 +354,7 @@ class MSRVTTCategoryTask(_MSRVTTTask):
 
     def __init__(self, config: MSRVTTCategoryConfig) -> None:
         super().__init__(config)
-        if config.max_train_videos is not None and config.max_train_videos < 2:
-            raise UsageError(f"config: bad value for 'task.max_train_videos': {config.max_train_videos}; "
-                             "use at least 2 or null for all")
-        if config.probe_cv_folds < 2:
-            raise UsageError(f"config: bad value for 'task.probe_cv_folds': {config.probe_cv_folds}; use 2 or more")
+        _probe.check_options(config)
 
     def load(self) -> list[Sample]:
         if self.split == "1k-A":
@@ -376,10 +370,7 @@ class MSRVTTCategoryTask(_MSRVTTTask):
         if unknown:
             raise UsageError(f"{len(unknown)} videos (first: {unknown[0]}) have no 'category' in the MSR-VTT json "
                              f"files under {self.root}; the category probe needs one for every video it uses")
-        cap = self.config.max_train_videos
-        if cap is not None and cap < len(train_ids):
-            keep = np.sort(np.random.default_rng(0).permutation(len(train_ids))[:cap])
-            train_ids = [train_ids[i] for i in keep]
+        train_ids = _probe.subset(train_ids, self.config.max_train_videos)
         return [
             Sample(video_id, self.window(video_id), ann.videos[video_id]["category"], {"role": role},
                    group=video_id)
@@ -391,53 +382,11 @@ class MSRVTTCategoryTask(_MSRVTTTask):
         return [video_embedding(sample.video)]  # type: ignore[arg-type]
 
     def score(self, results: list[SampleResult], seed: int = 0) -> Scores:
-        train = [r for r in results if r.sample.data.get("role") == "train" and not r.failed]
-        test = [r for r in results if r.sample.data.get("role") == "test"]
-        scored = [r for r in test if not r.failed]
-        notes = []
-        n_failed = len(results) - len(train) - len(scored)
-        if n_failed:
-            notes.append(f"{n_failed} of {len(results)} videos failed and are left out of training or scoring")
-        if not scored or not train:
-            missing = "test" if not scored else "training"
-            return Scores(scored=False, headline="accuracy", notes=[f"no {missing} video could be used", *notes])
-
-        cfg = self.config
-        fit = _probe.fit_predict(
-            np.stack([np.asarray(r.answers[0], np.float32) for r in train]),  # type: ignore[index]
-            np.array([int(r.sample.target) for r in train]),
-            np.stack([np.asarray(r.answers[0], np.float32) for r in scored]),  # type: ignore[index]
-            c=cfg.probe_c, c_grid=list(cfg.probe_c_grid), folds=cfg.probe_cv_folds,
-        )
-        targets = np.array([int(r.sample.target) for r in scored])
-        correct = 100.0 * (fit.predictions == targets)
-        groups = [r.sample.group or r.sample.id for r in scored]
-        mean, low, high = bootstrap.mean_ci(correct, groups, seed=seed)
-        for r, p, c in zip(scored, fit.predictions, correct):
-            r.prediction, r.correct = int(p), bool(c)
-        by_category = {}
-        for k in np.unique(targets):
-            rows = np.flatnonzero(targets == k)
-            acc, a_low, a_high = bootstrap.mean_ci(correct[rows], [groups[i] for i in rows], seed=seed)
-            by_category[str(int(k))] = Metric(acc, a_low, a_high, n=int(rows.size))
-        train_y = np.array([int(r.sample.target) for r in train])
-        majority = int(np.bincount(train_y).argmax())
-        how = (f"C={fit.c:g} chosen by {cfg.probe_cv_folds}-fold stratified CV on the training videos from "
-               f"{sorted(fit.cv_accuracy)}" if fit.cv_accuracy else f"C={fit.c:g} fixed")
-        notes.insert(0, (
-            f"linear probe (standardised features, lbfgs logistic regression, {how}) fitted on {len(train)} "
-            f"training videos, scored on {len(scored)} test videos; always answering the commonest training "
-            f"category ({majority}) would score {100.0 * float(np.mean(targets == majority)):.1f}%"
-        ))
-        return Scores(metrics={"accuracy": Metric(mean, low, high, n=len(scored))}, headline="accuracy",
-                      breakdowns={"accuracy_by_category": by_category}, notes=notes)
+        return _probe.score(results, seed, self.config, label="category")
 
     def protocol_options(self) -> dict[str, Any]:
-        cfg = self.config
-        probe = {"features": "standardised", "solver": "lbfgs", "max_iter": _probe.MAX_ITER}
-        probe.update({"c_grid": sorted(cfg.probe_c_grid), "cv_folds": cfg.probe_cv_folds, "cv_seed": _probe.CV_SEED}
-                     if cfg.probe_c_grid else {"c": cfg.probe_c})
-        return {"probe": probe, "max_train_videos": cfg.max_train_videos, **super().protocol_options()}
+        return {"probe": _probe.protocol_options(self.config), "max_train_videos": self.config.max_train_videos,
+                **super().protocol_options()}
 
     def data_files(self) -> dict[str, Path]:
         files = self.annotation_files(set(SPLITS))

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vfeval.specs import TaskSpec
-from vfeval_benchmarks import egoschema, msrvtt, youcook2
+from vfeval_benchmarks import egoschema, msrvtt, synthetic_order, youcook2
 
 TASKS = (
     (egoschema.EgoSchemaTask, egoschema.EgoSchemaConfig, "make_task"),
@@ -26,6 +26,7 @@ TASKS = (
     (youcook2.YouCook2RetrievalTask, youcook2.YouCook2RetrievalConfig, "make_retrieval"),
     (youcook2.YouCook2CaptioningTask, youcook2.YouCook2CaptioningConfig, "make_captioning"),
     (youcook2.YouCook2SummaryTask, youcook2.YouCook2SummaryConfig, "make_summary"),
+    (synthetic_order.SyntheticOrderTask, synthetic_order.SyntheticOrderConfig, "make_task"),
 )
 
 

@@ -2,7 +2,8 @@
 
 A checkpoint is a ``.safetensors`` file of ``float32`` tensors plus two metadata strings: ``format``
 (``"pt"``: the layout conventions below are PyTorch's) and ``config`` (the encoder config as sorted JSON,
-without the ``backend`` key).
+without the ``backend`` key). A trainer's final checkpoint has a third, ``training``: how the weights were
+made (``training_summary``), which the encoders report so that a result records it (see ``read_training``).
 Both backends write it through ``save_arrays`` from the same numpy arrays, so the same weights give the
 same bytes, hence the same weights hash, whichever backend saved them; either backend loads a file
 written by the other as it is, with no conversion step.
@@ -65,14 +66,18 @@ def checkpoint_path(path: str | Path) -> Path:
     return path
 
 
-def save_arrays(arrays: dict[str, np.ndarray], path: str | Path, config: Any = None) -> None:
-    """Write ``arrays`` (name → float32 array) as safetensors with the encoder config (dict or dataclass) as metadata.
+def save_arrays(arrays: dict[str, np.ndarray], path: str | Path, config: Any = None,
+                training: dict[str, Any] | None = None) -> None:
+    """Write ``arrays`` (name → float32 array) as safetensors with the encoder config (dict or dataclass) as metadata,
+    and ``training`` (a ``training_summary``) when given.
 
     The bytes are a function of the arrays and the config alone: the header lists the metadata, then the
     tensors in name order, as compact JSON (the safetensors library orders metadata through a hash map,
     whose order changes from process to process, and with it the file's hash)."""
     saved = {k: v for k, v in to_dict(config or {}).items() if k not in NOT_SAVED}
     metadata = {"config": json.dumps(saved, sort_keys=True), "format": FORMAT}
+    if training is not None:
+        metadata[TRAINING] = json.dumps(training, sort_keys=True)
     tensors = {k: np.array(arrays[k], dtype="<f4", order="C") for k in sorted(arrays)}  # keeps 0-d as 0-d
     header: dict[str, Any] = {"__metadata__": metadata}
     offset = 0
@@ -103,6 +108,59 @@ def read_config(path: str | Path) -> dict[str, Any]:
         return json.loads(metadata.get("config", "{}"))
     except Exception as exc:
         raise _unreadable(path, exc) from exc
+
+
+TRAINING = "training"
+"""Metadata key of the training summary."""
+
+
+def read_training(path: str | Path) -> dict[str, Any] | None:
+    """The training summary a trainer saved in a checkpoint's metadata (``training_summary``), or None when it
+    has none (a converted or hand-made checkpoint)."""
+    from safetensors import safe_open
+
+    path = checkpoint_path(path)
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            metadata = f.metadata() or {}
+        return json.loads(metadata[TRAINING]) if TRAINING in metadata else None
+    except Exception as exc:
+        raise _unreadable(path, exc) from exc
+
+
+def training_summary(stage: dict[str, Any], init_from: str = "") -> dict[str, Any]:
+    """What a trainer stores under ``training`` in its final checkpoint: ``{"stages": [...]}``, the stages of
+    the recipe in order, the earlier ones read from ``init_from``'s own summary (a checkpoint without one
+    counts as one stage of unknown training). ``stage`` holds this stage's facts, plain JSON: at least
+    ``trainer`` (its registered name), ``objective``, ``masking`` and ``steps``; any of ``frames``,
+    ``batch_size``, ``attention`` too. It is a description for the leaderboard, never used to compute."""
+    stages: list[dict[str, Any]] = []
+    if init_from:
+        earlier = read_training(init_from)
+        stages = list(earlier["stages"]) if earlier else [{"trainer": "unknown", "checkpoint": Path(init_from).name}]
+    return {"stages": [*stages, dict(stage)]}
+
+
+def masking_label(mask: str, ratio: float) -> str:
+    """``"none"`` or e.g. ``"random 75%"``: a training mask as the leaderboard shows it."""
+    return "none" if mask == "none" or not ratio else f"{mask} {100 * ratio:g}%"
+
+
+def contrastive_summary(cfg: Any, steps: int) -> dict[str, Any]:
+    """The ``videofirst-contrastive`` trainer's summary for a ``TrainConfig`` that ran ``steps`` steps."""
+    objective = f"video-text {cfg.loss.kind}" + (" + order negatives" if cfg.loss.order_negatives else "")
+    stage = {"trainer": cfg.trainer, "objective": objective, "masking": masking_label(cfg.model.mask, cfg.model.mask_ratio),
+             "steps": int(steps), "frames": int(cfg.data.sampling.num_frames),
+             "batch_size": int(cfg.optim.batch_size * cfg.optim.grad_accum), "attention": cfg.model.attention}
+    return training_summary(stage, cfg.stage.init_from)
+
+
+def encoder_training(cfg: VideoFirstConfig) -> dict[str, Any] | None:
+    """What the videofirst encoder reports as its training (``Encoder.training``): its checkpoint's summary;
+    no stages for random weights (``init=none`` without a checkpoint); None when unknown."""
+    if cfg.checkpoint:
+        return read_training(cfg.checkpoint)
+    return {"stages": []} if cfg.init == "none" else None
 
 
 def read_arrays(path: str | Path) -> dict[str, np.ndarray]:

@@ -11,6 +11,7 @@ from typing import Any
 from vfeval import hookimpl
 from vfeval.specs import EncoderSpec, TrainerSpec
 from vfeval_videofirst.config import VideoFirstConfig
+from vfeval_videofirst.distill.config import DistillConfig
 from vfeval_videofirst.train_config import TrainConfig
 
 
@@ -39,6 +40,15 @@ def register_trainers(register: Callable[[TrainerSpec], None]) -> None:
             config=TrainConfig,
             description="Contrastive video-text training of the videofirst encoder (InfoNCE or sigmoid), "
             "in stages, with masking, freezing and resume; torch (torchrun DDP) or JAX (sharded over devices)",
+        )
+    )
+    register(
+        TrainerSpec(
+            name="videoprism-distill",
+            factory="vfeval_videofirst.distill.config:train",
+            config=DistillConfig,
+            description="Stage 2 of VideoPrism: masked video modelling distilling the frozen stage-1 encoder "
+            "(token-wise at masked positions through a shuffled decoder, and global); torch or JAX",
         )
     )
 

@@ -108,6 +108,15 @@ def resume_point(out: Path, snapshot: dict[str, Any], resume: bool) -> tuple[boo
     return False, None
 
 
+def open_run(out: Path, snapshot: dict[str, Any], start: int) -> None:
+    """Process 0's preparation of the run folder before the first step: the folder, the config (renamed into
+    place once whole, so a kill never leaves a torn one) and ``metrics.jsonl`` cut back to step ``start``."""
+    out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(snapshot, indent=2, sort_keys=True) + "\n"
+    atomic(out / CONFIG, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    truncate_metrics(out / METRICS, start)
+
+
 def truncate_metrics(path: Path, step: int) -> None:
     """Keep the records up to ``step``: a resumed run rewrites those after its checkpoint. A last line without
     its newline is a record cut off by a kill while it was written (always after ``step``): it is dropped."""
@@ -127,6 +136,20 @@ def truncate_metrics(path: Path, step: int) -> None:
         if record["step"] <= step:
             kept.append(line)
     atomic(path, lambda tmp: tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8"))
+
+
+def loss_record(
+    step: int, losses: list[float], lr: float, clips_per_step: int, accum: int, seconds: float, elapsed: float
+) -> dict[str, Any]:
+    """A ``metrics.jsonl`` record of the ``losses`` of the forward passes since the last one (``accum`` per
+    optimizer step, taking ``seconds``): mean loss, learning rate, clips per second, and the run's time."""
+    return {
+        "step": step,
+        "loss": sum(losses) / len(losses),
+        "lr": lr,
+        "clips_per_s": clips_per_step * len(losses) / accum / max(seconds, 1e-9),
+        "elapsed": elapsed,
+    }
 
 
 def append_metrics(path: Path, record: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from omegaconf import MISSING
 
@@ -137,6 +138,48 @@ def train(cfg: TrainConfig) -> str:
     return run(cfg)
 
 
+def bad_value(key: str, value: object, why: str) -> UsageError:
+    """The one-line error of a config value that cannot work, naming its key."""
+    return UsageError(f"config: bad value for {key!r}: {value!r}; {why}")
+
+
+def validate_backend(model: VideoFirstConfig) -> None:
+    """``model.backend`` names a framework the trainers run on, and it is installed (every trainer's check)."""
+    backend = model.backend or "torch"
+    if backend not in BACKENDS:
+        raise bad_value("model.backend", backend, f"the trainer runs on {', '.join(BACKENDS)}")
+    module, install = FRAMEWORKS[backend]
+    if importlib.util.find_spec(module) is None:
+        raise UsageError(f"config: 'model.backend' is {backend!r}, but {module} is not installed: {install}")
+
+
+def validate_optim(o: OptimConfig) -> None:
+    """The ``optim`` section's checks, shared by every trainer that takes an ``OptimConfig``."""
+    if (o.steps > 0) == (o.epochs > 0):
+        raise UsageError("config: set exactly one of 'optim.steps' and 'optim.epochs' to a positive number")
+    for key in ("batch_size", "grad_accum"):
+        if getattr(o, key) < 1:
+            raise bad_value(f"optim.{key}", getattr(o, key), "it must be at least 1")
+    if o.steps < 0 or o.epochs < 0 or o.warmup_steps < 0:
+        raise UsageError("config: 'optim.steps', 'optim.epochs' and 'optim.warmup_steps' cannot be negative")
+    if not o.lr > 0 or o.min_lr < 0 or o.min_lr > o.lr:
+        raise bad_value("optim.lr", o.lr, "it must be positive and at least optim.min_lr")
+    if o.clip_grad < 0 or o.weight_decay < 0:
+        raise UsageError("config: 'optim.clip_grad' and 'optim.weight_decay' cannot be negative")
+
+
+def validate_run(cfg: Any) -> None:
+    """The run folder's options (``name``, ``checkpoint_every``, ``keep_checkpoints``, ``log_every``) of any
+    trainer config that has them."""
+    for key in ("checkpoint_every", "keep_checkpoints"):
+        if getattr(cfg, key) < 0:
+            raise bad_value(key, getattr(cfg, key), "it cannot be negative")
+    if cfg.log_every < 1:
+        raise bad_value("log_every", cfg.log_every, "it must be at least 1")
+    if not cfg.name or "/" in cfg.name:
+        raise bad_value("name", cfg.name, "use a plain folder name")
+
+
 def validate(cfg: TrainConfig) -> None:
     """Refuse option values that cannot work, each with a one-line message naming the key."""
     from vfeval.video.sampling import validate as validate_sampling
@@ -144,15 +187,8 @@ def validate(cfg: TrainConfig) -> None:
     validate_model(cfg.model)
     validate_sampling(cfg.data.sampling)
 
-    def bad(key: str, value: object, why: str) -> UsageError:
-        return UsageError(f"config: bad value for {key!r}: {value!r}; {why}")
-
-    backend = cfg.model.backend or "torch"
-    if backend not in BACKENDS:
-        raise bad("model.backend", backend, f"the trainer runs on {', '.join(BACKENDS)}")
-    module, install = FRAMEWORKS[backend]
-    if importlib.util.find_spec(module) is None:
-        raise UsageError(f"config: 'model.backend' is {backend!r}, but {module} is not installed: {install}")
+    bad = bad_value
+    validate_backend(cfg.model)
 
     if cfg.model.checkpoint:
         raise bad("model.checkpoint", cfg.model.checkpoint, "to start from a checkpoint set stage.init_from")
@@ -166,18 +202,7 @@ def validate(cfg: TrainConfig) -> None:
         raise bad("loss.captions", cfg.loss.captions, "use one or all")
     if cfg.loss.temperature is not None and not cfg.loss.temperature > 0:
         raise bad("loss.temperature", cfg.loss.temperature, "it must be positive")
-    o = cfg.optim
-    if (o.steps > 0) == (o.epochs > 0):
-        raise UsageError("config: set exactly one of 'optim.steps' and 'optim.epochs' to a positive number")
-    for key in ("batch_size", "grad_accum"):
-        if getattr(o, key) < 1:
-            raise bad(f"optim.{key}", getattr(o, key), "it must be at least 1")
-    if o.steps < 0 or o.epochs < 0 or o.warmup_steps < 0:
-        raise UsageError("config: 'optim.steps', 'optim.epochs' and 'optim.warmup_steps' cannot be negative")
-    if not o.lr > 0 or o.min_lr < 0 or o.min_lr > o.lr:
-        raise bad("optim.lr", o.lr, "it must be positive and at least optim.min_lr")
-    if o.clip_grad < 0 or o.weight_decay < 0:
-        raise UsageError("config: 'optim.clip_grad' and 'optim.weight_decay' cannot be negative")
+    validate_optim(cfg.optim)
     if cfg.data.shift_text_positions and cfg.model.text not in ("bytes", "words"):
         raise bad("data.shift_text_positions", True, "only the small text towers (model.text=bytes|words) take it")
     if not 0 <= cfg.data.word_dropout < 1:
@@ -197,10 +222,4 @@ def validate(cfg: TrainConfig) -> None:
         )
     if cfg.stage.init_from and not cfg.stage.init_from.endswith(".safetensors"):
         raise bad("stage.init_from", cfg.stage.init_from, "it must be a .safetensors checkpoint")
-    for key in ("checkpoint_every", "keep_checkpoints"):
-        if getattr(cfg, key) < 0:
-            raise bad(key, getattr(cfg, key), "it cannot be negative")
-    if cfg.log_every < 1:
-        raise bad("log_every", cfg.log_every, "it must be at least 1")
-    if not cfg.name or "/" in cfg.name:
-        raise bad("name", cfg.name, "use a plain folder name")
+    validate_run(cfg)

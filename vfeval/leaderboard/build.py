@@ -3,7 +3,8 @@
 The site is plain files that work from ``file://`` and any static host: ``index.html`` (the headline
 comparison by pipeline family and the plots), ``protocols/<task>-<split>-<fp>.html`` (a sortable,
 filterable table per protocol), ``results/<record>.html`` (a record's full provenance, with its samples
-file when the results folder has one) and ``assets/`` (CSS and JS). Every string from a record is escaped
+file when the results folder has one), ``recipes.html`` (the pre-training recipes side by side, when records
+say how their encoder was trained) and ``assets/`` (CSS and JS). Every string from a record is escaped
 by jinja2's autoescaping; table data for the script travels as JSON in a ``<script type="application/json">``
 block with ``<``, ``>`` and ``&`` escaped.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -137,8 +139,9 @@ def build_site(results_dir: str | Path, out: str | Path) -> Path:
     _prepare(out, results_dir)
     env = _environment()
     pages = _page_names(records)
+    recipe_columns, recipes = recipe_rows(protocols)
     common = {"protocols": protocols, "n_records": len(records), "version": __version__, "pages": pages,
-              "families": FAMILIES}
+              "families": FAMILIES, "recipes_page": bool(recipes)}
 
     best: dict[str, dict[str, Record]] = {}
     frame_plots: list[tuple[Protocol, str]] = []
@@ -170,7 +173,37 @@ def build_site(results_dir: str | Path, out: str | Path) -> Path:
         loss_plot=_markup(loss_plot) if loss_plot else None, curve_names=curve_names,
     )
     (out / "index.html").write_text(index, encoding="utf-8")
+    if recipes:
+        html = env.get_template("recipes.html").render(**common, root="", columns=recipe_columns, rows=recipes)
+        (out / "recipes.html").write_text(html, encoding="utf-8")
     return out / "index.html"
+
+
+@dataclass
+class RecipeRow:
+    """One trained encoder on the recipes page: its run name and how it was trained, and its record per
+    protocol (the best ranked one when several share it, e.g. two backends)."""
+
+    run: str
+    lead: Record
+    cells: dict[str, Record] = field(default_factory=dict)
+
+
+def recipe_rows(protocols: list[Protocol]) -> tuple[list[Protocol], list[RecipeRow]]:
+    """The recipes view: the protocols that hold records with a training summary (``pipeline.training``), and
+    one row per (run name, training summary), in order of run name; random weights last."""
+    rows: dict[str, RecipeRow] = {}
+    columns = []
+    for g in protocols:
+        with_training = [r for r in g.records if r.training_stages is not None]
+        if with_training:
+            columns.append(g)
+        for rec in with_training:  # ranked first, best first (``rank`` sorted them)
+            key = json.dumps([rec.run, rec.data["pipeline"]["training"]], sort_keys=True, default=str)
+            row = rows.setdefault(key, RecipeRow(rec.run, rec))
+            row.cells.setdefault(g.fingerprint, rec)
+    ordered = sorted(rows.values(), key=lambda r: (not r.lead.training_stages, r.run))
+    return columns, ordered
 
 
 def _markup(svg: str) -> Any:

@@ -171,6 +171,32 @@ class Record:
         return f"{cfg.get('mask', 'mask')} {ratio:.0%} ({when})"
 
     @property
+    def training_stages(self) -> list[dict[str, Any]] | None:
+        """The stages of ``pipeline.training`` (what the encoder reported of its trainer's summary): a list,
+        empty for random weights; None when the record says nothing about training."""
+        training = self.data["pipeline"].get("training")
+        stages = training.get("stages") if isinstance(training, dict) else None
+        return [st for st in stages if isinstance(st, dict)] if isinstance(stages, list) else None
+
+    def training_label(self, key: str) -> str:
+        """One fact of every training stage, in order (``objective``, ``masking``, ``trainer``, ...), joined by
+        arrows; "random init" when there are no stages; "" when the record says nothing about training."""
+        stages = self.training_stages
+        if stages is None:
+            return ""
+        if not stages:
+            return "random init"
+        return " → ".join(str(st.get(key, "?")) for st in stages)
+
+    @property
+    def training_steps(self) -> int | None:
+        """Optimizer steps of all stages together (0 for random weights); None when unknown."""
+        stages = self.training_stages
+        if stages is None or any(not _is_int(st.get("steps")) for st in stages):
+            return None
+        return sum(st["steps"] for st in stages)
+
+    @property
     def parameters(self) -> int | None:
         enc = self.data["pipeline"]["encoder"]
         for value in (enc.get("parameters"), self.encoder_config.get("parameters")):

@@ -17,7 +17,7 @@ from typing import Any
 
 from vfeval.errors import UsageError, suggest
 
-from . import egoschema, msrvtt, train, youcook2
+from . import egoschema, msrvtt, order, train, youcook2
 from .options import SceneOptions
 
 
@@ -33,6 +33,7 @@ FORMATS: dict[str, SyntheticFormat] = {
     egoschema.FORMAT: SyntheticFormat(egoschema.write_egoschema, egoschema.readme_section),
     msrvtt.FORMAT: SyntheticFormat(msrvtt.write_msrvtt, msrvtt.readme_section),
     youcook2.FORMAT: SyntheticFormat(youcook2.write_youcook2, youcook2.readme_section),
+    order.FORMAT: SyntheticFormat(order.write_order, order.readme_section),
 }
 
 MARKER = ".vfeval_synthetic.json"

@@ -161,6 +161,9 @@ class JaxVideoFirstEncoder(Encoder):
     def fingerprint(self) -> dict[str, Any]:
         return {"weights": self.weights}
 
+    def training(self) -> dict[str, Any] | None:
+        return checkpoint.encoder_training(self.cfg)
+
     def embed_video(self, clips: list[np.ndarray]) -> np.ndarray:
         """uint8 ``[T, H, W, 3]`` clips → ``float32 [len(clips), embed_dim]``.
 

@@ -280,9 +280,9 @@ def load_state(path: Path, template: Any, trainable: dict[str, np.ndarray]) -> t
     return optim.state_from_arrays(template, arrays, str(path)), meta
 
 
-def save_weights(path: Path, arrays: dict[str, np.ndarray], config: Any) -> None:
+def save_weights(path: Path, arrays: dict[str, np.ndarray], config: Any, training: dict[str, Any] | None = None) -> None:
     """``checkpoint.save_arrays``, atomically."""
-    run_files.atomic(path, lambda tmp: checkpoint.save_arrays(arrays, tmp, config))
+    run_files.atomic(path, lambda tmp: checkpoint.save_arrays(arrays, tmp, config, training))
 
 
 def _weights(trainable: dict[str, Any], frozen: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -399,6 +399,6 @@ def _train(cfg: TrainConfig, pairs: list, place: sharding.Placement) -> Path:
                 place.barrier(f"vfeval-train-checkpoint-{done}")
 
     if place.main:
-        save_weights(final, _weights(trainable, frozen), cfg.model)
+        save_weights(final, _weights(trainable, frozen), cfg.model, checkpoint.contrastive_summary(cfg, total))
     place.barrier("vfeval-train-end")
     return final

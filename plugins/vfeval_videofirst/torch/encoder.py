@@ -81,10 +81,13 @@ def build_model(cfg: VideoFirstConfig) -> tuple[DualEncoder, str]:
     return model, shared.init_id(cfg, clip_config)
 
 
-def save_checkpoint(model: torch.nn.Module, path: str | Path, config: Any = None) -> None:
+def save_checkpoint(model: torch.nn.Module, path: str | Path, config: Any = None,
+                    training: dict[str, Any] | None = None) -> None:
     """Write the model's weights in the layout both backends share (``vfeval_videofirst/checkpoint.py``), with
-    the encoder config (a dict or dataclass, as JSON) in the metadata: the JAX backend writes the same bytes."""
-    checkpoint.save_arrays({k: v.detach().to("cpu").float().numpy() for k, v in model.state_dict().items()}, path, config)
+    the encoder config (a dict or dataclass, as JSON) and the training summary in the metadata: the JAX backend
+    writes the same bytes."""
+    checkpoint.save_arrays({k: v.detach().to("cpu").float().numpy() for k, v in model.state_dict().items()}, path,
+                           config, training)
 
 
 def load_checkpoint(model: torch.nn.Module, path: str | Path) -> dict[str, Any]:
@@ -166,6 +169,9 @@ class VideoFirstEncoder(Encoder):
 
     def fingerprint(self) -> dict[str, Any]:
         return {"weights": self.weights}
+
+    def training(self) -> dict[str, Any] | None:
+        return checkpoint.encoder_training(self.cfg)
 
     @torch.inference_mode()
     def embed_video(self, clips: list[np.ndarray]) -> np.ndarray:

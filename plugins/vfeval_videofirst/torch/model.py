@@ -242,10 +242,13 @@ class VideoTransformer(nn.Module):
             return torch.cat([cls[:, :, None], x.reshape(b, nt, -1, d)], dim=2), nt
         return torch.cat([cls, x], dim=1), nt
 
-    def forward(
+    def encode(
         self, video: torch.Tensor, keep: torch.Tensor | None = None, generator: np.random.Generator | None = None
-    ) -> torch.Tensor:
-        """video: ``[B, 3, T, H, W]`` → ``[B, embed_dim]``; ``keep`` and ``generator`` as in ``tokens``."""
+    ) -> tuple[torch.Tensor, int]:
+        """The transformer's output sequence, laid out as ``tokens`` returns its input: ``(x, nt)``.
+
+        ``embedding`` pools it into the video embedding, ``patch_tokens`` reads out the (kept) patch tokens:
+        masked distillation (``vfeval_videofirst.distill``) needs both from one pass."""
         x, nt = self.tokens(video, keep, generator)
         x = self.ln_pre(x)
         if self.attention == "factorised":
@@ -254,12 +257,31 @@ class VideoTransformer(nn.Module):
                 x = block(x.reshape(b * nt, n, d)).reshape(b, nt, n, d)  # space: each slice on its own
                 x = x.transpose(1, 2).reshape(b * n, nt, d)  # time: each position on its own
                 x = gate(x).reshape(b, n, nt, d).transpose(1, 2)
-            pooled = x[:, :, 0].mean(1) if self.pool == "cls" else x[:, :, 1:].mean((1, 2))
         else:
             for block in self.blocks:
                 x = block(x)
+        return x, nt
+
+    def embedding(self, x: torch.Tensor, nt: int) -> torch.Tensor:
+        """``encode``'s output → the pooled, projected video embedding ``[B, embed_dim]``."""
+        if self.attention == "factorised":
+            pooled = x[:, :, 0].mean(1) if self.pool == "cls" else x[:, :, 1:].mean((1, 2))
+        else:
             pooled = x[:, :nt].mean(1) if self.pool == "cls" else x[:, nt:].mean(1)
         return self.head(self.ln_post(pooled))
+
+    def patch_tokens(self, x: torch.Tensor, nt: int) -> torch.Tensor:
+        """``encode``'s output → the patch tokens after the final norm, ``[B, N_keep, D]`` in the order of
+        ``keep`` (slice-major, as the masks index them); class tokens left out."""
+        if self.attention == "factorised":
+            return self.ln_post(x[:, :, 1:].flatten(1, 2))
+        return self.ln_post(x[:, nt:])
+
+    def forward(
+        self, video: torch.Tensor, keep: torch.Tensor | None = None, generator: np.random.Generator | None = None
+    ) -> torch.Tensor:
+        """video: ``[B, 3, T, H, W]`` → ``[B, embed_dim]``; ``keep`` and ``generator`` as in ``tokens``."""
+        return self.embedding(*self.encode(video, keep, generator))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -25,9 +25,9 @@ from vfeval_videofirst.run_files import atomic
 from vfeval_videofirst.torch.encoder import save_checkpoint
 
 
-def save_weights(model: torch.nn.Module, path: Path, config: Any) -> None:
+def save_weights(model: torch.nn.Module, path: Path, config: Any, training: dict[str, Any] | None = None) -> None:
     """``save_checkpoint``, atomically."""
-    atomic(path, lambda tmp: save_checkpoint(model, tmp, config))
+    atomic(path, lambda tmp: save_checkpoint(model, tmp, config, training))
 
 
 def save_state(

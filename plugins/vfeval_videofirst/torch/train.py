@@ -41,7 +41,7 @@ from torch import nn
 from vfeval.captions import read_captions
 from vfeval.config import to_dict
 from vfeval_videofirst import batching, run_files
-from vfeval_videofirst.checkpoint import checkpoint_path
+from vfeval_videofirst.checkpoint import checkpoint_path, contrastive_summary
 from vfeval_videofirst.masking import mask_rng
 from vfeval_videofirst.torch import state as ckpt
 from vfeval_videofirst.torch.data import CaptionedVideos, Schedule, micro_batches
@@ -418,6 +418,6 @@ def _train(cfg: TrainConfig, pairs: list, proc: Proc) -> Path:
                 proc.barrier()
 
     if proc.main:
-        ckpt.save_weights(model, final, cfg.model)
+        ckpt.save_weights(model, final, cfg.model, contrastive_summary(cfg, total))
     proc.barrier()
     return final
