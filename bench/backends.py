@@ -305,6 +305,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--measure", nargs="+", default=[m.__name__ for m in MEASUREMENTS],
+                        choices=[m.__name__ for m in MEASUREMENTS], help="which measurements (default: all)")
     parser.add_argument("--json", default=None, help="also write the figures as JSON (for bench/run_all.py)")
     ns = parser.parse_args()
     figures: list[Figure] = []
@@ -312,7 +314,8 @@ def main() -> None:
     for variant in ns.variants:
         setup = Setup(variant, ns.frames, ns.size, ns.batch, ns.rounds)
         for measurement in MEASUREMENTS:
-            figures += measurement(setup)
+            if measurement.__name__ in ns.measure:
+                figures += measurement(setup)
     print_figures(f"videofirst: torch and JAX at the same config ({time.perf_counter() - started:.0f} s)", figures)
     write_json(ns.json, "backends", figures)
 

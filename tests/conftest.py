@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-FIRST_PARTY = "core,benchmarks,baselines,videofirst,vimpac"
+FIRST_PARTY = "core,benchmarks,baselines,videofirst,vimpac,captioner"
 os.environ["VFEVAL_PLUGINS"] = FIRST_PARTY
 os.environ.pop("VFEVAL_STRICT_PLUGINS", None)
 
