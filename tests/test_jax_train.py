@@ -184,7 +184,7 @@ def write_config(folder: Path, data: Path, name: str, **sections: str) -> Path:
         "data": f"{{captions: {data / 'train' / 'captions.jsonl'}, "
         "sampling: {mode: uniform, num_frames: 4, size: 32, crop: 32}, cache: true}",
         "optim": "{lr: 1.0e-3, warmup_steps: 2, steps: 12, batch_size: 4}",
-        "loss": "{kind: sigmoid}",
+        "loss": "{kind: sigmoid, captions: all}",  # shared captions: each counts once however many hold it
         "output_dir": str(folder / f"train-{name}"),
         "checkpoint_every": "2",
         "keep_checkpoints": "0",

@@ -142,11 +142,15 @@ def test_metrics_keep_the_records_up_to_the_checkpoint_and_refuse_a_corrupt_one(
         truncate_metrics(path, 2)
 
 
-def test_two_processes_under_torchrun_match_one_process_with_their_global_batch(tmp_path, data, host):
+@pytest.mark.parametrize("loss", ["{kind: sigmoid}", "{kind: infonce, captions: all}"], ids=["sigmoid", "all-captions"])
+def test_two_processes_under_torchrun_match_one_process_with_their_global_batch(tmp_path, data, host, loss):
     # Without masks, 2 processes x 2 clips see the global batch one process of 4 clips sees (the sampler
-    # shards one permutation): gathering embeddings must give the same loss and the same gradient.
+    # shards one permutation): gathering embeddings must give the same loss and the same gradient. With
+    # every caption of every clip, a caption that clips on both processes share counts once, as in one.
     model = UNMASKED
-    config = write_config(tmp_path, data, name="ddp", model=model, optim="{lr: 1.0e-3, steps: 3, batch_size: 2}")
+    config = write_config(
+        tmp_path, data, name="ddp", model=model, optim="{lr: 1.0e-3, steps: 3, batch_size: 2}", loss=loss
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "vfeval"]
     res = subprocess.run([*cmd, "train", str(config)], capture_output=True, text=True, env=env, timeout=300)
@@ -158,7 +162,10 @@ def test_two_processes_under_torchrun_match_one_process_with_their_global_batch(
     assert [m["step"] for m in records] == [1, 2, 3]
 
     single = train(
-        write_config(tmp_path, data, name="one", model=model, optim="{lr: 1.0e-3, steps: 3, batch_size: 4}"), host
+        write_config(
+            tmp_path, data, name="one", model=model, optim="{lr: 1.0e-3, steps: 3, batch_size: 4}", loss=loss
+        ),
+        host,
     )
     np.testing.assert_allclose([m["loss"] for m in records], [m["loss"] for m in metrics(single.parent)], rtol=1e-5)
     a, b = load_file(str(run / "final.safetensors")), load_file(str(single))

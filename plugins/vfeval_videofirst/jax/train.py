@@ -75,6 +75,13 @@ def _matches(clip_ids: jax.Array, text_ids: jax.Array) -> jax.Array:
     return jnp.any(same & (clip_ids[:, :, None, 0] >= 0), axis=1)
 
 
+def _first_copies(text_ids: jax.Array, real: jax.Array) -> jax.Array:
+    """``bool [K]``: the real texts whose id no earlier real text has. Processes build their texts apart,
+    so a caption that clips on two of them share comes once from each: it counts once, as in one process."""
+    same = jnp.all(text_ids[:, None, :] == text_ids[None, :, :], axis=-1) & real[None, :]
+    return real & ~jnp.any(jnp.tril(same, k=-1), axis=1)
+
+
 # ---------------------------------------------------------------------------------------------------
 # The batch on the host: fixed shapes, numpy
 
@@ -185,9 +192,10 @@ class Objective:
         if "negatives" in batch:  # a rewrite that happens to be a caption of some clip is no negative for it
             n = model.text(**batch["negatives"])
             valid = batch["valid"][None, :] & ~_matches(batch["clip_ids"], batch["negative_ids"])
+        real = _first_copies(batch["text_ids"], batch["real"])
         if self.kind == "sigmoid":
-            return sigmoid_loss(v, t, params["logit_scale"], params["bias"], positives, n, valid, batch["real"])
-        return infonce(v, t, params["logit_scale"], positives, n, valid, batch["real"])
+            return sigmoid_loss(v, t, params["logit_scale"], params["bias"], positives, n, valid, real)
+        return infonce(v, t, params["logit_scale"], positives, n, valid, real)
 
 
 def make_step(objective: Objective, optimizer: Any, place: sharding.Placement, accum: int) -> Any:

@@ -98,6 +98,11 @@ class Objective(nn.Module):
             v, clip_ids = gather(v), gather(_pad_columns(clip_ids))
             t, real = gather_padded(t)
             t, text_ids = t[real], gather_padded(text_ids)[0][real]
+            # A caption that clips on two processes share ("the last shape was blue") was embedded by
+            # each: keep one copy, so that the texts are those one process with the global batch has,
+            # and a shared caption weighs in the loss once, not once per process that holds it.
+            first = first_occurrences(text_ids)
+            t, text_ids = t[first], text_ids[first]
             if n is not None:
                 n, real = gather_padded(n)
                 valid = gather_padded(valid.to(torch.uint8))[0].bool()[real]
@@ -109,6 +114,12 @@ class Objective(nn.Module):
             if self.kind == "sigmoid":
                 return sigmoid_loss(v, t, self.model.logit_scale, self.bias, positives, n, valid)
             return infonce(v, t, self.model.logit_scale, positives, n, valid)
+
+
+def first_occurrences(ids: torch.Tensor) -> torch.Tensor:
+    """``bool [n]``: True where ``ids[i]`` does not occur in ``ids[:i]``."""
+    same = ids[:, None] == ids[None, :]
+    return ~torch.tril(same, diagonal=-1).any(1)
 
 
 def _pad_columns(ids: torch.Tensor) -> torch.Tensor:
