@@ -5,7 +5,7 @@
     python bench/recipes.py --backend jax             # VIMPAC and VideoPrism stage 2 in JAX (LongViViT: torch only)
 
 Each recipe's step is its trainer's own (objective, backward, gradient clipping, AdamW) on one fixed batch of
-the backbone of ``configs/suites/recipes.yaml`` (the ``tiny`` transformer, 64 px, 16 frames per video):
+the backbone of ``configs/suites/recipes.yaml`` (the ``tiny`` transformer, 32 px, 16 frames per video):
 
 - LongViViT stage 1 / VideoPrism stage 1: ``videofirst-contrastive`` (configs/train/synthetic.yaml, joint
   attention; configs/train/videoprism_stage1_synthetic.yaml, factorised): both towers, InfoNCE with every
@@ -112,8 +112,8 @@ def make(recipe: str, batch: int, device: str, backend: str) -> tuple[Callable[[
     raw["optim"]["batch_size"] = batch  # two clips of each video
     raw["model"]["device"] = device
     raw["model"]["tokenizer"] = ""  # a random vocabulary of the VQ-VAE's size: a step costs the same
-    raw["model"]["image_size"] = 64  # the frames every other recipe sees (configs/suites/recipes.yaml)
-    raw["data"]["sampling"].update(size=64, crop=64)
+    raw["model"]["image_size"] = 32  # the frames every other recipe sees (configs/suites/recipes.yaml)
+    raw["data"]["sampling"].update(size=32, crop=32)
     return make_step(raw, backend)
 
 
@@ -188,7 +188,7 @@ def main() -> None:
     figures = []
     for name in names:
         per_step = [s / ns.steps for s in times[name]]
-        where = f"{backend_of(name, ns.backend)}, {ns.device}, batch {ns.batch}, 16 frames, 64 px"
+        where = f"{backend_of(name, ns.backend)}, {ns.device}, batch {ns.batch}, 16 frames, 32 px"
         figures.append(best(f"{name}: step time", per_step, unit="s", note=where))
         rate = [tokens[name] / s for s in per_step]
         figures.append(best(f"{name}: tokens/s ({tokens[name]} tokens a step)", rate, unit="tok/s",

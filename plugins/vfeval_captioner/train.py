@@ -19,7 +19,6 @@ state, so a run resumed from a checkpoint after ``kill -9`` ends with the weight
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import time
 from pathlib import Path
@@ -36,11 +35,10 @@ from vfeval_videofirst.torch.data import CaptionedVideos, Schedule, micro_batche
 from vfeval_videofirst.torch.encoder import load_checkpoint, preprocess
 from vfeval_videofirst.torch.train import (
     Proc,
-    _cpu_threads,
     draw_seed,
     lr_at,
     make_optimizer,
-    start_processes,
+    training_process,
 )
 
 from vfeval.captions import CaptionedClip, read_captions
@@ -83,18 +81,8 @@ def train(cfg: CaptionerTrainConfig) -> str:
     """Run the recipe; returns the path of ``final.safetensors`` (the bridge, with its config in the metadata)."""
     validate(cfg)
     pairs = select_captions(read_captions(cfg.data.captions), cfg.data.caption_pattern, cfg.data.captions)
-    proc = start_processes(cfg.model.device)
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS is deterministic only with it
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        with _cpu_threads(proc.device):
-            return str(_train(cfg, pairs, proc))
-    finally:
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
-        if proc.world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+    with training_process(cfg.model.device) as proc:
+        return str(_train(cfg, pairs, proc))
 
 
 def _train(cfg: CaptionerTrainConfig, pairs: list[CaptionedClip], proc: Proc) -> Path:

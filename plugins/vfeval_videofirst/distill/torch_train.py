@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -55,12 +54,12 @@ from vfeval_videofirst.torch.encoder import build_model, load_checkpoint, prepro
 from vfeval_videofirst.torch.model import Block, DualEncoder, VideoTransformer, init_weights
 from vfeval_videofirst.torch.train import (
     Proc,
-    _cpu_threads,
     load_init,
     lr_at,
     make_optimizer,
     set_trainable,
     start_processes,
+    training_process,
 )
 
 # ---------------------------------------------------------------------------------------------------
@@ -176,18 +175,8 @@ def train(cfg: DistillConfig) -> str:
     """Run the recipe; returns the path of ``final.safetensors`` (a videofirst checkpoint)."""
     validate(cfg)
     pairs = read_captions(cfg.data.captions)
-    proc = start_processes(cfg.model.device)
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS is deterministic only with it
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        with _cpu_threads(proc.device):
-            return str(_train(cfg, pairs, proc))
-    finally:
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
-        if proc.world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+    with training_process(cfg.model.device) as proc:
+        return str(_train(cfg, pairs, proc))
 
 
 def _train(cfg: DistillConfig, pairs: list, proc: Proc) -> Path:

@@ -28,6 +28,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -298,14 +299,23 @@ def train(cfg: TrainConfig) -> str:
     """Run the recipe; returns the path of ``final.safetensors`` (weights + encoder config in its metadata)."""
     validate(cfg)
     pairs = read_captions(cfg.data.captions)
-    proc = start_processes(cfg.model.device)
+    with training_process(cfg.model.device) as proc:
+        return str(_train(cfg, pairs, proc))
+
+
+@contextlib.contextmanager
+def training_process(device_option: str) -> Iterator[Proc]:
+    """A training run's process: joined to the others (under torchrun), deterministic algorithms on, CPU
+    threads set (``cpu_threads``); every setting restored and the process group left afterwards. Each torch
+    trainer of the project (contrastive, distillation, VIMPAC, the captioner) runs inside one."""
+    proc = start_processes(device_option)
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS is deterministic only with it
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         with _cpu_threads(proc.device):
-            return str(_train(cfg, pairs, proc))
+            yield proc
     finally:
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
         if proc.world > 1 and dist.is_initialized():

@@ -18,20 +18,18 @@ uninterrupted run.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 from vfeval_videofirst import run_files
 from vfeval_videofirst.data import Schedule
 from vfeval_videofirst.torch import state as ckpt
 from vfeval_videofirst.torch.encoder import load_tensors
-from vfeval_videofirst.torch.train import Proc, _cpu_threads, lr_at, make_optimizer, start_processes
+from vfeval_videofirst.torch.train import Proc, lr_at, make_optimizer, training_process
 
 from vfeval.captions import read_captions
 from vfeval.config import to_dict
@@ -94,18 +92,8 @@ def train(cfg: VimpacTrainConfig) -> str:
     """Run the recipe; returns the path of ``final.safetensors`` (transformer + tokenizer + architecture)."""
     validate(cfg)
     pairs = read_captions(cfg.data.captions)
-    proc = start_processes(cfg.model.device)
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        with _cpu_threads(proc.device):
-            return str(_train(cfg, pairs, proc))
-    finally:
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
-        if proc.world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+    with training_process(cfg.model.device) as proc:
+        return str(_train(cfg, pairs, proc))
 
 
 def _train(cfg: VimpacTrainConfig, pairs: list, proc: Proc) -> Path:
