@@ -322,6 +322,7 @@ class Runner:
                 cache.close()
             record = self._rank_record(stats, compute_s, stats.computed)
             done = world.gather("done", {"stats": stats.to_dict(), "rank": record}, on_wait=refresh)
+            refresh()  # every rank counted its answers before saying done: the bar ends at the job's total
         if not world.main:
             world.broadcast("final")  # rank 0 has merged, scored and written
             world.gather("bye", True)
@@ -407,6 +408,7 @@ class Runner:
                 cache.close()
             record = {**self._rank_record(stats, compute_s, stats.windows_decoded), "failed": failed}
             done = world.gather("extracted", record, on_wait=refresh)
+            refresh()
         world.gather("bye", True)
         return {
             "windows": len(windows), "already_stored": len(stored),
