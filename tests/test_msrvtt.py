@@ -327,3 +327,22 @@ def test_nearest_caption_picks_the_closest_bank_caption(tmp_path):
         make_nearest_caption(NearestCaptionConfig(bank=str(tmp_path / "none.jsonl")))
     with pytest.raises(UsageError, match="missing value for 'pipeline.aggregator.bank'"):
         make_nearest_caption(NearestCaptionConfig())
+
+
+def test_a_bank_pattern_retrieves_only_the_captions_it_matches(tmp_path):
+    """The floor of a captioner trained on one kind of caption retrieves from that kind alone."""
+    bank = tmp_path / "bank.txt"
+    bank.write_text("a fact about y\nthe events: x then z\nthe events: y then x\n")
+    everything = make_nearest_caption(NearestCaptionConfig(bank=str(bank)))
+    events = make_nearest_caption(NearestCaptionConfig(bank=str(bank), pattern=r"^the events: "))
+    assert events.captions == ["the events: x then z", "the events: y then x"]
+    segments = [VideoInputs([(0, 1)], np.array([[0, 1, 0]], np.float32))]
+    for aggregator in (everything, events):
+        aggregator.bind(AxisEncoder())
+    assert everything.answer([generate(None, "p")], segments) == ["a fact about y"]
+    assert events.answer([generate(None, "p")], segments) == ["the events: y then x"]
+    assert "bank_pattern" not in everything.fingerprint() and events.fingerprint() != everything.fingerprint()
+    with pytest.raises(UsageError, match="'pipeline.aggregator.pattern' 'nothing' matches no caption"):
+        make_nearest_caption(NearestCaptionConfig(bank=str(bank), pattern="nothing"))
+    with pytest.raises(UsageError, match="'pipeline.aggregator.pattern'.*not a regular expression"):
+        make_nearest_caption(NearestCaptionConfig(bank=str(bank), pattern="("))

@@ -7,11 +7,14 @@ task run end to end without a language model: the floor a generative pipeline mu
 
 The bank (``pipeline.aggregator.bank``) is a caption file in any format of ``vfeval_baselines.caption_bank``;
 the sha256 of its bytes is part of the aggregator's fingerprint, so a changed bank never reuses answers
-cached with the old one.
+cached with the old one. ``pattern`` keeps only the bank captions a regular expression matches
+(``re.search``), so that the floor retrieves from the captions a generative model was trained on (the
+captioner's ``data.caption_pattern``), not from every caption of the file; it is in the fingerprint too.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -29,19 +32,25 @@ class NearestCaptionConfig(AggregatorConfig):
     name: str = "nearest-caption"
     bank: str = ""
     """The caption bank file (see the module docstring)."""
+    pattern: str = ""
+    """A regular expression: only the bank captions it matches (``re.search``); empty keeps them all."""
 
 
 class NearestCaptionAggregator(Aggregator):
     needs: ClassVar[str | None] = "embeddings"
     requires: ClassVar[tuple[str, ...]] = ("embed_text",)
 
-    def __init__(self, captions: list[str], digest: str) -> None:
+    def __init__(self, captions: list[str], digest: str, pattern: str = "") -> None:
         self.captions = captions
         self.digest = digest
+        self.pattern = pattern
         self._bank: np.ndarray | None = None
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"bank_sha256": self.digest, "bank_size": len(self.captions)}
+        out: dict[str, Any] = {"bank_sha256": self.digest, "bank_size": len(self.captions)}
+        if self.pattern:  # absent when unused: the fingerprints of existing records stay as they were
+            out["bank_pattern"] = self.pattern
+        return out
 
     def bank_embeddings(self) -> np.ndarray:
         """``float32 [B, D]`` unit rows, one per bank caption; computed once."""
@@ -64,4 +73,17 @@ class NearestCaptionAggregator(Aggregator):
 
 def make_nearest_caption(config: NearestCaptionConfig) -> NearestCaptionAggregator:
     captions, digest = load_bank(config.bank, "pipeline.aggregator.bank")
-    return NearestCaptionAggregator(captions, digest)
+    if config.pattern:
+        try:
+            rx = re.compile(config.pattern)
+        except re.error as exc:
+            raise UsageError(
+                f"config: bad value for 'pipeline.aggregator.pattern': {config.pattern!r} is not a regular "
+                f"expression ({exc})"
+            ) from exc
+        captions = [c for c in captions if rx.search(c)]
+        if not captions:
+            raise UsageError(
+                f"config: 'pipeline.aggregator.pattern' {config.pattern!r} matches no caption of {config.bank}"
+            )
+    return NearestCaptionAggregator(captions, digest, config.pattern)
