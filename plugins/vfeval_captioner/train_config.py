@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from omegaconf import MISSING
 from vfeval_videofirst.masking import MASKS
-from vfeval_videofirst.train_config import OptimConfig, bad_value, validate_optim, validate_run
+from vfeval_videofirst.train_config import OptimConfig, RunOptions, bad_value, validate_optim, validate_run
 
 from vfeval.config import SamplingConfig
 from vfeval_captioner.config import CaptionerConfig
@@ -48,25 +47,15 @@ class MaskConfig:
 
 
 @dataclass
-class CaptionerTrainConfig:
+class CaptionerTrainConfig(RunOptions):
+    """``seed`` also draws the caption of each clip (``model.seed`` seeds the bridge)."""
+
     trainer: str = "videofirst-captioner"
     name: str = "captioner"
     model: CaptionerConfig = field(default_factory=CaptionerConfig)
     data: CaptionerDataConfig = field(default_factory=CaptionerDataConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    seed: int = 0
-    """Seeds the order of the data, the caption drawn for each clip and the masks (``model.seed`` the bridge)."""
-    output_dir: str = "runs/train-${name}"
-    checkpoint_every: int = 0
-    """Optimizer steps between resumable checkpoints; 0 writes only the final one."""
-    keep_checkpoints: int = 2
-    resume: bool = False
-    """Continue from the newest checkpoint in ``output_dir`` (the run ends where an uninterrupted one would)."""
-    log_every: int = 10
-
-    def out_path(self) -> Path:
-        return Path(self.output_dir)
 
 
 def validate(cfg: CaptionerTrainConfig) -> None:

@@ -103,14 +103,10 @@ class StageConfig:
 
 
 @dataclass
-class TrainConfig:
-    trainer: str = "videofirst-contrastive"
-    name: str = "videofirst"
-    model: VideoFirstConfig = field(default_factory=VideoFirstConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    stage: StageConfig = field(default_factory=StageConfig)
+class RunOptions:
+    """A training run's folder, seed and checkpointing: the options every trainer of the project shares
+    (contrastive, distillation, VIMPAC, the VQ-VAE, the captioner)."""
+
     seed: int = 0
     """Seeds the order of the data and the training masks (``model.seed`` seeds the initial weights)."""
     output_dir: str = "runs/train-${name}"
@@ -125,6 +121,17 @@ class TrainConfig:
 
     def out_path(self) -> Path:
         return Path(self.output_dir)
+
+
+@dataclass
+class TrainConfig(RunOptions):
+    trainer: str = "videofirst-contrastive"
+    name: str = "videofirst"
+    model: VideoFirstConfig = field(default_factory=VideoFirstConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    stage: StageConfig = field(default_factory=StageConfig)
 
 
 def train(cfg: TrainConfig) -> str:

@@ -11,13 +11,13 @@ Token layout (one owner: ``token_grid``): a clip of T frames becomes T token map
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import SimpleNamespace
 
 from omegaconf import MISSING
 from vfeval_videofirst.config import VARIANTS
 from vfeval_videofirst.train_config import (
     OptimConfig,
+    RunOptions,
     bad_value,
     validate_backend,
     validate_optim,
@@ -139,24 +139,6 @@ class VimpacLossConfig:
     nce_weight: float = 1.0
     """Weight of the contrastive loss between the [CLS] features of a video's two clips."""
     temperature: float = 0.2
-
-
-@dataclass
-class RunOptions:
-    """The run folder's options, as the videofirst trainer's (``vfeval_videofirst/train_config.py``)."""
-
-    seed: int = 0
-    """Seeds the order of the data and the masks (``model.seed`` seeds the initial weights)."""
-    output_dir: str = "runs/train-${name}"
-    checkpoint_every: int = 0
-    """Optimizer steps between resumable checkpoints; 0 writes only the final one."""
-    keep_checkpoints: int = 2
-    resume: bool = False
-    """Continue from the newest checkpoint in ``output_dir`` (the run ends where an uninterrupted one would)."""
-    log_every: int = 10
-
-    def out_path(self) -> Path:
-        return Path(self.output_dir)
 
 
 @dataclass

@@ -10,7 +10,6 @@ contrastive recipe also has (``model``, ``data``, ``optim``) are its own datacla
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from vfeval.errors import UsageError
 from vfeval_videofirst.config import VideoFirstConfig, architecture
@@ -18,6 +17,7 @@ from vfeval_videofirst.config import validate as validate_model
 from vfeval_videofirst.train_config import (
     DataConfig,
     OptimConfig,
+    RunOptions,
     bad_value,
     validate_backend,
     validate_optim,
@@ -56,7 +56,9 @@ class DistillStageConfig:
 
 
 @dataclass
-class DistillConfig:
+class DistillConfig(RunOptions):
+    """``seed`` also draws the shuffles and the decoder's initial weights."""
+
     trainer: str = NAME
     name: str = "videoprism_stage2"
     model: VideoFirstConfig = field(default_factory=VideoFirstConfig)
@@ -66,18 +68,6 @@ class DistillConfig:
     loss: DistillLossConfig = field(default_factory=DistillLossConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     stage: DistillStageConfig = field(default_factory=DistillStageConfig)
-    seed: int = 0
-    """Seeds the order of the data, the masks, the shuffles and the decoder's initial weights."""
-    output_dir: str = "runs/train-${name}"
-    checkpoint_every: int = 0
-    """Optimizer steps between resumable checkpoints; 0 writes only the final one."""
-    keep_checkpoints: int = 2
-    resume: bool = False
-    """Continue from the newest checkpoint in ``output_dir`` (the run ends where an uninterrupted one would)."""
-    log_every: int = 10
-
-    def out_path(self) -> Path:
-        return Path(self.output_dir)
 
 
 def train(cfg: DistillConfig) -> str:
