@@ -13,8 +13,11 @@ Two parts:
    training step fits ``--budget-gib`` (a line fitted to the measured peaks; memory grows linearly in frames).
 
 Memory: every configuration runs in a fresh process (``vfeval_videofirst.profile.measure``), which resets the
-resident set's high-water mark before the measured steps; a training step holds AdamW's moments (a real
-step) and is reported beside the same step without an optimizer (activations and gradients only).
+resident set's high-water mark before the measured steps. A training step is reported in all, as a real step
+holds it: weights, AdamW's moments, the batch and the step's working memory (activations, gradients,
+temporaries); beside it, the working memory of the same step without an optimizer (activations and gradients).
+The stage-2 regime steps 2 clips at a time, the fewest with which a contrastive loss has a negative: at one
+clip the loss is 0 whatever the weights, and every gradient is 0.
 
 Time: all the configurations that a ratio compares are built in one process and stepped in interleaved
 rounds (``harness.interleaved``); each ratio is the ratio of the best times of the same rounds, with the range
@@ -187,7 +190,8 @@ def _sync(device: str) -> Callable[[], None] | None:
 
 def memory_row(variant: str, size: int, frames: int, ratio_: float, trainable: int, batch: int, device: str,
                optimizer: bool, kind: str = "train") -> float:
-    """Peak MiB of a training step (or inference pass) in a fresh process."""
+    """Peak MiB of a training step (or inference pass) in a fresh process: with ``optimizer``, the whole step
+    (its inputs included: weights, AdamW's moments, the batch); without, the working memory above its inputs."""
     options = {"init": "none", "text": "none", "embed_dim": EMBED_DIM, "variant": variant, "image_size": size,
                "num_frames": frames, "device": device}
     if ratio_ > 0:
@@ -196,7 +200,10 @@ def memory_row(variant: str, size: int, frames: int, ratio_: float, trainable: i
             "batch": batch, "steps": 1, "optimizer": optimizer, "device": device}
     if kind == "train":
         args["trainable_layers"] = trainable
-    return float(measure(args)["peak_mib"])
+    got = measure(args)
+    # With AdamW: everything the step holds (weights, AdamW's moments, the batch, activations, gradients).
+    # Without: the step's working memory alone (activations and gradients).
+    return float(got["peak_mib"] + got["args_mib"]) if optimizer else float(got["peak_mib"])
 
 
 def short_clips(ns: argparse.Namespace) -> list[Figure]:
@@ -208,10 +215,10 @@ def short_clips(ns: argparse.Namespace) -> list[Figure]:
     for name, (r, k) in configs.items():
         for opt in (True, False):
             mem[name, opt] = memory_row(v, s, f, r, k, b, dev, opt)
-            label = "AdamW step" if opt else "activations only"
+            label = "AdamW step, in all" if opt else "activations and gradients"
             figures.append(single(f"{f} frames: peak MiB, {name} ({label})", mem[name, opt],
                                   note="fresh process"))
-    for opt, label in ((True, "with AdamW"), (False, "activations only")):
+    for opt, label in ((True, "with AdamW"), (False, "activations and gradients")):
         figures.append(single(f"{f} frames: memory saving of 75% masking ({label})",
                               mem["dense", opt] / mem["masked", opt], unit="x", note="fresh processes"))
     infer = {n: memory_row(v, s, n, 0.0, -1, 1, dev, False, kind="infer") for n in (f, 4 * f)}
@@ -255,12 +262,12 @@ def regime(ns: argparse.Namespace) -> list[Figure]:
         mem = {name: memory_row(v, s, f, r, k, b, dev, True) for name, (r, k) in configs.items()}
         for name in configs:
             peaks[name].append(mem[name])
-            figures.append(single(f"stage 2, {f} frames: peak MiB, {name} (AdamW step)", mem[name],
+            figures.append(single(f"stage 2, {f} frames: peak MiB, {name} (AdamW step, in all)", mem[name],
                                   note="fresh process"))
         if f == target_frames:
             act = {name: memory_row(v, s, f, r, k, b, dev, False) for name, (r, k) in configs.items()}
             for name in configs:
-                figures.append(single(f"stage 2, {f} frames: peak MiB, {name} (activations only)", act[name],
+                figures.append(single(f"stage 2, {f} frames: peak MiB, {name} (activations and gradients)", act[name],
                                       note="fresh process"))
         is_target = f == target_frames
         figures += [
@@ -304,7 +311,8 @@ def main() -> None:
     parser.add_argument("--matmul", type=int, default=2048, help="side of the square reference matmul")
     parser.add_argument("--regime-frames", type=int, nargs="*", default=[64, 128, 256])
     parser.add_argument("--regime-size", type=int, default=112)
-    parser.add_argument("--regime-batch", type=int, default=1)
+    parser.add_argument("--regime-batch", type=int, default=2,
+                        help="clips per step; 2 at least, or the contrastive loss has no negative and no gradient")
     parser.add_argument("--regime-rounds", type=int, default=2)
     parser.add_argument("--budget-gib", type=float, default=16.0, help="memory budget for the frames answer")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])

@@ -38,7 +38,7 @@ def test_a_one_by_two_grid_writes_every_configuration(tmp_path):
     ]
     for r in rows:
         assert set(r) == {"kind", "frames", "mask_ratio", "trainable_layers", "batch", "tokens", "peak_mib",
-                          "step_s", "clips_per_s"}
+                          "args_mib", "step_s", "clips_per_s"}
         assert r["frames"] == 4 and r["step_s"] > 0 and r["clips_per_s"] > 0 and r["peak_mib"] >= 0
     # 4 frames of 32 px in 2x8x8 tubelets: 2 x 4 x 4 patch tokens plus one class token per slice.
     assert rows[0]["tokens"] == 34 and rows[1]["tokens"] == 18 and rows[2]["tokens"] == 34
@@ -73,6 +73,17 @@ def test_backend_jax_reads_memory_from_the_compiled_step(tmp_path):
     # Dropped tokens never enter the encoder, so the compiled step needs less memory.
     assert masked["peak_mib"] < train["peak_mib"]
     assert train["args_mib"] == pytest.approx(masked["args_mib"], abs=0.01)  # same weights and optimizer state
+
+    # Both backends count a step's inputs alike (every weight, AdamW's two moments, the batch): the torch worker
+    # measuring the same grid reports the same inputs, and its peak excludes the optimizer state it allocated.
+    torch_out = tmp_path / "torch.json"
+    res = profile(
+        *TINY, "--frames", "8", "--mask-ratios", "0,0.75", "--trainable-layers", "all",
+        "--kinds", "train,infer", "--steps", "1", "--device", "cpu", "--out", str(torch_out), cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    for jax_row, torch_row in zip(report["rows"], json.loads(torch_out.read_text())["rows"]):
+        assert torch_row["args_mib"] == pytest.approx(jax_row["args_mib"], rel=0.02), (jax_row, torch_row)
 
 
 def test_a_backend_the_encoder_does_not_have_is_refused(tmp_path):

@@ -89,7 +89,8 @@ def add_profile_command(app: typer.Typer) -> None:
                 on_row=seen,
             )
         table = Table(title=f"{encoder} profile ({report['device']}, {report['provenance']['cpus']} CPUs)")
-        for column in ("kind", "frames", "mask", "trainable", "batch", "tokens", "peak MiB", "step s", "clips/s"):
+        for column in ("kind", "frames", "mask", "trainable", "batch", "tokens", "peak MiB", "inputs MiB", "step s",
+                       "clips/s"):
             table.add_column(column, justify="left" if column == "kind" else "right")
         for r in report["rows"]:
             layers = r["trainable_layers"]
@@ -101,6 +102,7 @@ def add_profile_command(app: typer.Typer) -> None:
                 str(r["batch"]),
                 "-" if r["tokens"] is None else str(r["tokens"]),
                 f"{r['peak_mib']:.0f}",
+                "-" if r.get("args_mib") is None else f"{r['args_mib']:.0f}",
                 f"{r['step_s']:.3f}",
                 f"{r['clips_per_s']:.2f}",
             )

@@ -109,7 +109,8 @@ def measure(args: dict[str, Any], cfg: Any) -> dict[str, Any]:
         optimizer = optax.adamw(1e-4) if args.get("optimizer", True) else None
         opt_state = optimizer.init(trainable) if optimizer is not None else ()
 
-        def loss_fn(tr: dict[str, jax.Array], video: jax.Array, keep: jax.Array | None) -> jax.Array:
+        def loss_fn(tr: dict[str, jax.Array], frozen: dict[str, jax.Array], video: jax.Array,
+                    keep: jax.Array | None) -> jax.Array:
             v = apply({**frozen, **tr}, video, keep)
             v = v / jnp.linalg.norm(v, axis=-1, keepdims=True)
             logits = 2.0 * v @ text.T
@@ -118,22 +119,24 @@ def measure(args: dict[str, Any], cfg: Any) -> dict[str, Any]:
             cols = optax.softmax_cross_entropy_with_integer_labels(logits.T, target).mean()
             return (rows + cols) / 2
 
-        def step(tr: dict[str, jax.Array], opt: Any, video: jax.Array, keep: jax.Array | None) -> Any:
-            loss, grads = jax.value_and_grad(loss_fn)(tr, video, keep)
+        def step(tr: dict[str, jax.Array], opt: Any, frozen: dict[str, jax.Array], video: jax.Array,
+                 keep: jax.Array | None) -> Any:
+            loss, grads = jax.value_and_grad(loss_fn)(tr, frozen, video, keep)
             if optimizer is None:
                 return grads, opt, loss
             updates, opt = optimizer.update(grads, opt, tr)
             return optax.apply_updates(tr, updates), opt, loss
 
-        # Weights and optimizer state are donated, as a training loop does: updated in place, not copied.
+        # Weights and optimizer state are donated, as a training loop does: updated in place, not copied. The
+        # frozen weights are an argument too (not constants of the program), so ``args_mib`` counts every weight.
         donate = (0, 1) if optimizer is not None else ()
-        compiled = jax.jit(step, donate_argnums=donate).lower(trainable, opt_state, video, keep).compile()
+        compiled = jax.jit(step, donate_argnums=donate).lower(trainable, opt_state, frozen, video, keep).compile()
         state_now = {"tr": trainable, "opt": opt_state}
 
         def run() -> Any:
             if optimizer is None:
-                return compiled(state_now["tr"], state_now["opt"], video, keep)
-            state_now["tr"], state_now["opt"], loss = compiled(state_now["tr"], state_now["opt"], video, keep)
+                return compiled(state_now["tr"], state_now["opt"], frozen, video, keep)
+            state_now["tr"], state_now["opt"], loss = compiled(state_now["tr"], state_now["opt"], frozen, video, keep)
             return loss
 
         step_s = _timed(run, args["steps"])
