@@ -9,6 +9,8 @@ For each variant (``--variants``, default S and tiny, each at ``--frames`` 16 an
 - forward clips/s of each backend's video tower (no masking, batch ``--batch``): torch's
   ``VideoTransformer`` under ``inference_mode``, JAX's jitted ``VideoTransformer``; and JAX's throughput
   over torch's (target: at least 0.8 on CPU);
+- where each forward's time goes: the same forward with every attention layer skipped (returning its
+  values), and the difference, the attention layers' share;
 - MFU of each: the forward pass's model FLOPs (counted by ``model_flops``, the same count for both, attention
   included) per second, over the fp32 matmul rate of the same backend (a square matmul) in the same rounds;
 - memory of a training step (forward, contrastive loss, backward, AdamW) at 0% and at 75% random masking
@@ -27,6 +29,7 @@ figures out); another measurement (training steps/s of the two trainers) is one 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from collections.abc import Callable
@@ -96,32 +99,44 @@ def model_flops(cfg: VideoFirstConfig, frames: int, ratio: float = 0.0) -> float
 # The backends' forward passes and matmuls
 
 
-def torch_forward(setup: Setup) -> Callable[[], object]:
+def torch_forward(setup: Setup, attention: bool = True) -> Callable[[], object]:
+    """The torch video tower's forward pass; ``attention=False``: every attention layer returns its values
+    instead (a diagnostic of where the time goes, not a model)."""
+    from unittest import mock
+
     import torch
     from vfeval_videofirst.torch.encoder import build_model
 
     model = build_model(setup.config("torch"))[0].video.eval()
     video = torch.randn(setup.batch, 3, setup.frames, setup.size, setup.size)
+    skip = mock.patch.object(torch.nn.functional, "scaled_dot_product_attention",
+                             lambda q, k, v, attn_mask=None: v)
 
     def run() -> object:
-        with torch.inference_mode():
+        with torch.inference_mode(), (skip if not attention else contextlib.nullcontext()):
             return model(video)
 
     return run
 
 
-def jax_forward(setup: Setup) -> Callable[[], object]:
+def jax_forward(setup: Setup, attention: bool = True) -> Callable[[], object]:
+    """The JAX video tower's jitted forward pass; ``attention=False`` as in ``torch_forward``."""
+    from unittest import mock
+
     import jax
     import jax.numpy as jnp
     from flax import nnx
+    from vfeval_videofirst.jax import model as jax_model
     from vfeval_videofirst.jax.encoder import build_model
 
     model = build_model(setup.config("jax"))[0].video
     graphdef, state = nnx.split(model)
-    fwd = jax.jit(lambda s, v: nnx.merge(graphdef, s)(v))
     video = jnp.asarray(
         np.random.default_rng(0).standard_normal((setup.batch, setup.frames, setup.size, setup.size, 3)), jnp.float32
     )
+    skip = mock.patch.object(jax_model, "attention", lambda q, k, v, key_mask=None: v)
+    with skip if not attention else contextlib.nullcontext():  # the function is traced here, once
+        fwd = jax.jit(lambda s, v: nnx.merge(graphdef, s)(v)).lower(state, video).compile()
     return lambda: fwd(state, video).block_until_ready()
 
 
@@ -156,6 +171,8 @@ def forward_throughput(setup: Setup) -> list[Figure]:
         "jax": jax_forward(setup),
         "torch matmul": torch_matmul(),
         "jax matmul": jax_matmul(),
+        "torch without attention": torch_forward(setup, attention=False),
+        "jax without attention": jax_forward(setup, attention=False),
     }
     times = interleaved(variants, rounds=setup.rounds)
     flops = model_flops(setup.config("torch"), setup.frames) * setup.batch
@@ -178,6 +195,14 @@ def forward_throughput(setup: Setup) -> list[Figure]:
         rate = [mm / m / 1e9 for m in times[f"{backend} matmul"]]
         figures.append(best(f"{label}: {backend} fp32 matmul rate ({MATMUL}^2)", rate, unit="GFLOP/s",
                             higher_is_better=True))
+    # Where the forward's time goes: the same forward with every attention layer skipped, in the same rounds.
+    for backend in ("torch", "jax"):
+        rest = times[f"{backend} without attention"]
+        attn = [f - r for f, r in zip(times[backend], rest, strict=True)]
+        figures += [best(f"{label}: {backend} forward, attention layers", attn, unit="s",
+                         note="forward less the same forward with attention skipped, per round"),
+                    best(f"{label}: {backend} forward, all but attention", rest, unit="s",
+                         note="the forward with every attention layer returning its values")]
     return figures
 
 
