@@ -5,7 +5,7 @@
 
 Random unit embeddings; one caption per video for the square case, as MSR-VTT 1k-A but ten times larger.
 BLAS and OpenMP are held to one thread (set before numpy is imported) so the figures are per core.
-``ranks_from_embeddings`` (what a retrieval task's scoring runs: float32 blocks, and only entries within
+``ranks_from_embeddings`` (what a retrieval task's scoring runs: float32 tiles of 1 MiB, and only entries within
 the float32 error bound of a row's or column's threshold computed exactly; the ranks of the exact matrix) and
 ``similarity`` (a float64 matmul + exact rounding of the few undecided entries) are timed in the same
 interleaved rounds as a plain float32 and a plain float64 matmul of the same shape, and reported as ratios

@@ -208,3 +208,21 @@ def test_ranks_from_embeddings_are_the_ranks_of_the_exact_matrix(case):
     t2v, none = ranks_from_embeddings(t, v, tv)
     np.testing.assert_array_equal(t2v, _exact_ranks(t, v, tv, "captions")[0])
     assert none is None
+
+
+def test_the_float32_band_is_rounded_outwards():
+    """An entry compared in float32 against the band's edges is classified as exact arithmetic would."""
+    from fractions import Fraction
+
+    from vfeval.metrics.retrieval import _band, _float32_bound
+
+    rng = np.random.default_rng(3)
+    thresholds = np.r_[rng.uniform(-1, 1, 2000), 0.0, 1.0, -1.0, 1e-30].astype(np.float32)
+    delta = _float32_bound(256)
+    lo, hi = _band(thresholds, delta)
+    assert lo.dtype == hi.dtype == np.float32
+    for t, a, b in zip(thresholds.tolist(), lo.tolist(), hi.tolist()):
+        assert Fraction(a) <= Fraction(t) - Fraction(delta) and Fraction(b) >= Fraction(t) + Fraction(delta)
+        # ... and by no more than one float32 step: the band is as narrow as float32 allows.
+        assert np.nextafter(np.float32(a), np.float32(np.inf)) > np.float64(t) - delta
+        assert np.nextafter(np.float32(b), np.float32(-np.inf)) < np.float64(t) + delta

@@ -26,6 +26,9 @@ VERSION = "1"
 DEFAULT_KS = (1, 5, 10)
 ROW_CHUNK = 256
 """Rows per block: bounds temporary memory to ROW_CHUNK x (number of columns)."""
+RANK_TILE = (256, 1024)
+"""Rows x columns of float32 scores ``ranks_from_embeddings`` computes at a time: 1 MiB, which stays in cache
+while it is compared with the thresholds, and a matmul of this shape runs at the rate of a whole one."""
 SIM_BLOCK = (512, 1024)
 """Rows x columns of the similarity matrix computed at a time (4 MiB of float64 per temporary)."""
 _NORM_EPS = 1e-12
@@ -155,36 +158,75 @@ def ranks_from_embeddings(
         return text_to_video(sim, tv), video_to_text(sim, tv, among="videos")
     if v2t is not None:
         _videos_without_captions(tv, n_videos)
-    delta = np.float32(_float32_bound(t.shape[1]))
+    delta = _float32_bound(t.shape[1])
     own = _exact_entries(t, v, np.arange(n_texts), tv)  # [T] each caption's score with its own video
     best = np.full(n_videos, -np.inf, dtype=np.float32)
     np.maximum.at(best, tv, own)  # [V] the best score of each video's own captions
-    t2v = np.empty(n_texts, dtype=np.int64)
-    at_least_best = np.zeros(n_videos, dtype=np.int64)
-    vt = np.ascontiguousarray(v.T)
-    rows_per = max(1, min(ROW_CHUNK, (1 << 18) // max(n_videos, 1)))  # a block of ~1 MiB stays in cache
-    d = np.empty((rows_per, n_videos), dtype=np.float32)
-    for start in range(0, n_texts, rows_per):
-        stop = min(start + rows_per, n_texts)
-        block = t[start:stop] @ vt  # [rows, V] float32, within delta of the exact entries
-        diff = d[: stop - start]
-        # Text to video: entries >= the row's own score. Clearly above counts; inside the band, decide exactly.
-        np.subtract(block, own[start:stop, None], out=diff)
-        count = np.count_nonzero(diff > delta, axis=1)
-        rows, cols = np.divmod(np.flatnonzero(np.abs(diff, out=diff) <= delta), n_videos)
-        exact = _exact_entries(t, v, rows + start, cols)
-        count += np.bincount(rows, weights=exact >= own[rows + start], minlength=stop - start).astype(np.int64)
-        t2v[start:stop] = count - 1
-        if v2t is not None:  # video to text: per column, entries >= the video's best own score
-            np.subtract(block, best[None, :], out=diff)
-            at_least_best += np.count_nonzero(diff > delta, axis=0)
-            rows, cols = np.divmod(np.flatnonzero(np.abs(diff, out=diff) <= delta), n_videos)
-            exact = _exact_entries(t, v, rows + start, cols)
+    # An entry above ``hi`` is above its threshold whatever its exact value; one below ``lo`` is below it. The
+    # float32 band edges are rounded outwards, so the comparisons in float32 are as safe as in exact arithmetic.
+    row_lo, row_hi = _band(own, delta)
+    if v2t is not None:
+        col_lo, col_hi = _band(best, delta)
+    above = np.zeros(n_texts, dtype=np.int64)  # t2v: entries of each row clearly above its threshold
+    at_least_best = np.zeros(n_videos, dtype=np.int64)  # v2t: entries of each column clearly above its threshold
+    band_rows: list[np.ndarray] = []  # entries inside a row's band: their exact values decide
+    band_cols: list[np.ndarray] = []
+    col_band_rows: list[np.ndarray] = []  # entries inside a column's band
+    col_band_cols: list[np.ndarray] = []
+    rows_per, cols_per = RANK_TILE
+    # Tiles of the transposed video matrix, each contiguous: a tile of scores stays in cache while it is compared.
+    v_tiles = [(c0, np.ascontiguousarray(v[c0 : c0 + cols_per].T)) for c0 in range(0, n_videos, cols_per)]
+    block_buf = np.empty(rows_per * cols_per, dtype=np.float32)
+    clear, inside = np.empty(rows_per * cols_per, dtype=bool), np.empty(rows_per * cols_per, dtype=bool)
+    for r0 in range(0, n_texts, rows_per):
+        t_rows = t[r0 : r0 + rows_per]
+        lo, hi = row_lo[r0 : r0 + rows_per, None], row_hi[r0 : r0 + rows_per, None]
+        for c0, v_tile in v_tiles:
+            shape = (t_rows.shape[0], v_tile.shape[1])
+            block = np.matmul(t_rows, v_tile, out=block_buf[: shape[0] * shape[1]].reshape(shape))  # within delta
+            size = shape[0] * shape[1]  # contiguous views of the buffers, whatever the tile's shape
+            gt, band = clear[:size].reshape(shape), inside[:size].reshape(shape)
+            # Text to video: per row, entries >= the row's own score.
+            np.greater(block, hi, out=gt)
+            above[r0 : r0 + shape[0]] += gt.view(np.uint8).sum(axis=1, dtype=np.int32)  # a tile's counts fit
+            np.greater_equal(block, lo, out=band)
+            np.not_equal(band, gt, out=band)  # lo <= entry <= hi (gt implies >= lo)
+            rows, cols = np.divmod(np.flatnonzero(band), shape[1])  # flat: much faster than a 2-D nonzero
+            band_rows.append(rows + r0)
+            band_cols.append(cols + c0)
+            if v2t is not None:  # video to text: per column, entries >= the video's best own score
+                np.greater(block, col_hi[c0 : c0 + shape[1]], out=gt)
+                at_least_best[c0 : c0 + shape[1]] += gt.view(np.uint8).sum(axis=0, dtype=np.int16)  # <= rows_per
+                np.greater_equal(block, col_lo[c0 : c0 + shape[1]], out=band)
+                np.not_equal(band, gt, out=band)
+                rows, cols = np.divmod(np.flatnonzero(band), shape[1])
+                col_band_rows.append(rows + r0)
+                col_band_cols.append(cols + c0)
+        # The band's entries of this row block, exactly (a block at a time bounds memory when all are in it).
+        rows, cols = np.concatenate(band_rows), np.concatenate(band_cols)
+        exact = _exact_entries(t, v, rows, cols)
+        above += np.bincount(rows, weights=exact >= own[rows], minlength=n_texts).astype(np.int64)
+        band_rows.clear(), band_cols.clear()
+        if v2t is not None:
+            rows, cols = np.concatenate(col_band_rows), np.concatenate(col_band_cols)
+            exact = _exact_entries(t, v, rows, cols)
             at_least_best += np.bincount(cols, weights=exact >= best[cols], minlength=n_videos).astype(np.int64)
+            col_band_rows.clear(), col_band_cols.clear()
+    t2v = above - 1
     if v2t is None:
         return t2v, None
     own_at_best = np.bincount(tv, weights=(own == best[tv]), minlength=n_videos).astype(np.int64)
     return t2v, at_least_best - own_at_best
+
+
+def _band(threshold: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
+    """float32 ``(lo, hi)`` with ``lo <= threshold - delta`` and ``hi >= threshold + delta`` exactly: each edge is
+    computed in float64 and rounded to float32 away from the threshold."""
+    t = threshold.astype(np.float64)
+    lo, hi = (t - delta).astype(np.float32), (t + delta).astype(np.float32)
+    lo = np.where(lo.astype(np.float64) > t - delta, np.nextafter(lo, np.float32(-np.inf)), lo)
+    hi = np.where(hi.astype(np.float64) < t + delta, np.nextafter(hi, np.float32(np.inf)), hi)
+    return lo.astype(np.float32), hi.astype(np.float32)
 
 
 def _check_matrix(sim: np.ndarray) -> np.ndarray:
