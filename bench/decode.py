@@ -11,7 +11,10 @@ picture is a textured background that pans, with a moving square, so the encoder
 For each video it reads 16 uniform frames (sparse: most keyframe intervals hold none), and 1 and 4 frames
 per second (dense: every interval holds some), resized and cropped to 224 as the default sampling does, in
 three ways: ``read_window``'s ``seek``, ``decode-all``, and ``auto`` (which picks one of the two per video
-from the wanted frames per keyframe interval, ``choose_strategy``). It checks that all three return the same
+from the wanted frames per keyframe interval, ``choose_strategy``). When ``auto`` decodes everything it runs
+decode-all's code after reading the keyframe interval from packet headers, so it is slower only by that probe,
+which is timed in the same rounds and reported as a share of decode-all (target at most 1%); the ratio of the
+two whole reads is reported too, but its spread is the machine's noise. It checks that all three return the same
 frames, and prints the best of ``--repeat`` interleaved rounds and the speed-ups over decode-all, each with
 the spread of its per-round ratios. ``--threads``: FFmpeg decoding threads per reader (1 is what each worker
 of a process pool uses when there are as many workers as cores; 0 lets FFmpeg use every core).
@@ -124,8 +127,9 @@ def main() -> None:
                            window: VideoWindow = window, out: dict = out) -> None:
                     out[strategy] = read_window(window, sampling, threads=threads, strategy=strategy)
 
-                times = interleaved({s: (lambda s=s: reader(s)) for s in ("decode-all", "seek", "auto")},
-                                    args.repeat)
+                variants = {s: (lambda s=s: reader(s)) for s in ("decode-all", "seek", "auto")}
+                variants["probe"] = lambda path=path: probe_gop(path)  # what auto adds before it decodes
+                times = interleaved(variants, args.repeat)
                 same = all(np.array_equal(a.frames, b.frames) for s in ("seek", "auto")
                            for a, b in zip(out[s], out["decode-all"], strict=True))
                 frames = sum(len(c.times) for c in out["auto"])
@@ -136,9 +140,15 @@ def main() -> None:
                              target=">= 5" if label == "uniform 16" and name.startswith("3min") else "",
                              note=f"keyframe every {gop:.1f} s")
                 auto = ratio(f"{name}, {label}, {threads or 'auto'} threads: auto ({chose}) over decode-all",
-                             times["decode-all"], times["auto"], target=">= 1" if chose == "decode-all" else "",
-                             note="dense sampling must never be slower than decode-all")
+                             times["decode-all"], times["auto"],
+                             note="when auto decodes everything it runs decode-all's code after its probe: the "
+                                  "per-round spread is the machine's noise")
                 figures += [seek, auto]
+                if chose == "decode-all":
+                    # Dense sampling is never slower than decode-all by more than what choosing costs.
+                    figures.append(ratio(f"{name}, {label}, {threads or 'auto'} threads: auto's probe / decode-all",
+                                         times["probe"], times["decode-all"], target="<= 0.01",
+                                         note="keyframe interval from packet headers, same rounds"))
                 print(f"{name:<15} {label:<10} {frames:>6} {threads or 'auto':>7} {chose:>10} "
                       f"{min(times['decode-all']):>12.3f} {min(times['seek']):>7.3f} {min(times['auto']):>7.3f} "
                       f"{seek.value:>6.1f}x {auto.value:>6.2f}x{'' if same else '  (frames differ!)'}")
