@@ -96,6 +96,30 @@ def test_a_clips_mask_does_not_depend_on_its_batch():
     assert not np.array_equal(whole[1][:, 0], whole[1][:, 1])  # a video's two clips get their own masks
 
 
+
+def test_a_videos_two_clips_are_cut_at_random_starts_as_the_reference_samples_them():
+    from vfeval_vimpac.data import clip_pairs, clip_starts
+
+    # The reference's temporal_random_sample: each start uniform over 0 .. F - T, the two independent.
+    rng = np.random.default_rng(0)
+    starts = np.array([clip_starts(16, 8, "random", rng) for _ in range(20_000)])
+    assert starts.min() == 0 and starts.max() == 8
+    np.testing.assert_allclose(np.bincount(starts.ravel(), minlength=9) / starts.size, 1 / 9, atol=0.01)
+    assert abs(np.corrcoef(starts.T)[0, 1]) < 0.03
+    assert clip_starts(16, 8, "halves", rng) == (0, 8)
+
+    # A clip is T consecutive frames of its video, drawn from (seed, micro-batch, video): not from the batch.
+    codes = np.arange(4 * 16).reshape(4, 16, 1, 1) * np.ones((1, 1, 2, 2), dtype=np.int64)
+    whole = clip_pairs(codes, [7, 3, 9, 1], seed=0, draw=5, clip=8, mode="random")
+    assert whole.shape == (4, 2, 8, 2, 2)
+    assert np.all(np.diff(whole[:, :, :, 0, 0], axis=2) == 1)  # consecutive frames
+    parts = [clip_pairs(codes[i : i + 2], idx, 0, 5, 8, "random") for i, idx in ((0, [7, 3]), (2, [9, 1]))]
+    np.testing.assert_array_equal(whole, np.concatenate(parts))
+    assert not np.array_equal(whole, clip_pairs(codes, [7, 3, 9, 1], seed=0, draw=6, clip=8, mode="random"))
+    halves = clip_pairs(codes, [7, 3, 9, 1], seed=0, draw=5, clip=8, mode="halves")
+    np.testing.assert_array_equal(halves[:, 0], codes[:, :8])
+    np.testing.assert_array_equal(halves[:, 1], codes[:, 8:])
+
 # ---------------------------------------------------------------------------------------------------
 # Tokenizers
 
@@ -276,7 +300,7 @@ def test_the_dvae_is_converted_from_its_pickle_once_and_read_without_unpickling(
 def vimpac_config(folder: Path, data: Path, tokenizer: Path, name: str, **sections: str) -> Path:
     lines = {
         "model": f"{{variant: tiny, num_frames: 4, image_size: 32, proj_dim: 16, init: random, tokenizer: {tokenizer}, device: cpu}}",
-        "data": f"{{captions: {data / 'train' / 'captions.jsonl'}, sampling: {{mode: uniform, num_frames: 4, size: 32, crop: 32}}, cache: true}}",
+        "data": f"{{captions: {data / 'train' / 'captions.jsonl'}, sampling: {{mode: uniform, num_frames: 6, size: 32, crop: 32}}, cache: true}}",
         "masking": "{blocks: 4}",
         "optim": "{lr: 1.0e-3, warmup_steps: 2, steps: 6, batch_size: 2, grad_accum: 2}",
         "output_dir": str(folder / f"train-{name}"),
@@ -362,7 +386,8 @@ def test_the_encoder_reads_a_checkpoint_alone_and_the_random_baseline_needs_aski
     [
         ("model.tokenizer=", "'model.tokenizer' is empty"),
         ("masking.blocks=0", "'masking.blocks'"),
-        ("data.sampling.num_frames=6", "'data.sampling.num_frames'"),
+        ("data.sampling.num_frames=3", "'data.sampling.num_frames'"),
+        ("data.clips=thirds", "'data.clips'"),
         ("model.image_size=12", "'model.image_size'"),
         ("loss.temperature=0", "'loss.temperature'"),
         ("model.tokenizer=missing.safetensors", "tokenizer not found"),
@@ -371,7 +396,7 @@ def test_the_encoder_reads_a_checkpoint_alone_and_the_random_baseline_needs_aski
 def test_config_mistakes_are_one_line_usage_errors(tmp_path, data, vq, host, override, expected):
     config = vimpac_config(tmp_path, data, vq, "bad")
     if "num_frames" in override:
-        config.write_text(config.read_text().replace("num_frames: 4, size", "num_frames: 6, size"))
+        config.write_text(config.read_text().replace("num_frames: 6, size", "num_frames: 3, size"))
         override = "seed=0"
     if override == "model.tokenizer=":
         config.write_text(config.read_text().replace(f"tokenizer: {vq}", "tokenizer: ''"))

@@ -42,7 +42,7 @@ def summary(cfg: Any, steps: int) -> dict[str, Any]:
         "objective": f"masked-token cross-entropy (x{loss.mlm_weight:g}) + clip contrastive (x{loss.nce_weight:g})",
         "masking": f"block ({cfg.masking.blocks} cuboids, 80/10/10 per {cfg.masking.corruption})",
         "steps": int(steps),
-        "frames": 2 * int(cfg.data.sampling.num_frames),
+        "frames": int(cfg.data.sampling.num_frames),  # read per video, its two clips cut from them
         "batch_size": int(cfg.optim.batch_size * getattr(cfg.optim, "grad_accum", 1)),
     }
     return shared.training_summary(stage)

@@ -109,13 +109,21 @@ def validate_model(cfg: VimpacConfig, key: str = "") -> None:
 # The vimpac trainer
 
 
+CLIP_MODES = ("random", "halves")
+"""How the ``vimpac`` trainer cuts a video's two clips from its frames (``PairsConfig.clips``)."""
+
+
 @dataclass
 class PairsConfig:
     captions: str = MISSING
     """A captions file (``vfeval.captions``: JSONL or CSV); only its videos and windows are used. For
-    ``vimpac`` each window gives two clips, its first and its second half, each sampled by ``sampling``;
-    for ``vqvae`` each window gives one clip, whose frames are the training images."""
+    ``vimpac`` each window is read as one run of frames (``sampling``) from which its two clips are cut
+    (``clips``); for ``vqvae`` each window gives one clip, whose frames are the training images."""
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    clips: str = "random"
+    """``vimpac``: how a video's two clips of ``model.num_frames`` frames are cut from its sampled frames.
+    random: each at a random start, drawn independently (the reference's two-clip sampling); halves: the
+    first and the last ``model.num_frames`` frames."""
     num_workers: int = 0
     """Threads decoding videos."""
     cache: bool = False
@@ -217,11 +225,15 @@ def validate(cfg: VimpacTrainConfig | VqvaeTrainConfig) -> None:
             "config: 'model.tokenizer' is empty; train one with `vfeval train configs/train/vqvae_synthetic.yaml` "
             "or convert the DALL-E dVAE with `vfeval convert dvae`"
         )
-    if cfg.data.sampling.mode != "uniform" or cfg.data.sampling.num_frames != cfg.model.num_frames:
+    if cfg.data.clips not in CLIP_MODES:
+        raise bad_value("data.clips", cfg.data.clips, f"use one of {', '.join(CLIP_MODES)}")
+    frames, clip = cfg.data.sampling.num_frames, cfg.model.num_frames
+    if cfg.data.sampling.mode != "uniform" or frames < clip:
         raise bad_value(
             "data.sampling.num_frames",
-            cfg.data.sampling.num_frames,
-            f"a clip must be model.num_frames ({cfg.model.num_frames}) frames sampled uniformly (mode: uniform)",
+            frames,
+            f"a video's frames are sampled uniformly (mode: uniform), at least model.num_frames ({clip}) of them, "
+            f"from which its two clips of {clip} frames are cut",
         )
     if cfg.masking.blocks < 1:
         raise bad_value("masking.blocks", cfg.masking.blocks, "use at least 1")

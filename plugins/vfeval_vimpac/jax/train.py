@@ -126,7 +126,7 @@ def _train(cfg: VimpacTrainConfig, pairs: list, place: sharding.Placement) -> Pa
     step_fn = make_step(Objective(model, cfg.loss), optimizer, place, accum)
     params, opt_state = place.replicate(params), place.replicate(opt_state)
     data = PairCodes(pairs, cfg.data.sampling, lambda f: tok.codes(f, cfg.model.image_size), cfg.data.cache,
-                     cfg.data.num_workers)
+                     cfg.data.num_workers, clip=cfg.model.num_frames, mode=cfg.data.clips, seed=cfg.seed)
     batches = data.micro_batches(schedule, start)
     clips_per_step = 2 * cfg.optim.batch_size * accum * place.processes  # two clips per video
 

@@ -128,7 +128,8 @@ def _train(cfg: VimpacTrainConfig, pairs: list, proc: Proc) -> Path:
     proc.barrier()
 
     size = cfg.model.image_size
-    data = PairCodes(pairs, cfg.data.sampling, lambda f: tok.codes(f, size).cpu().numpy(), cfg.data.cache, cfg.data.num_workers)
+    data = PairCodes(pairs, cfg.data.sampling, lambda f: tok.codes(f, size).cpu().numpy(), cfg.data.cache,
+                     cfg.data.num_workers, clip=cfg.model.num_frames, mode=cfg.data.clips, seed=cfg.seed)
     batches = data.micro_batches(schedule, start)
     use_bf16 = cfg.optim.bf16 and proc.device.type == "cuda" and torch.cuda.is_bf16_supported()
     autocast = torch.autocast(proc.device.type, dtype=torch.bfloat16, enabled=use_bf16)
