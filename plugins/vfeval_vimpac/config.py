@@ -120,15 +120,19 @@ class PairsConfig:
     ``vimpac`` each window is read as one run of frames (``sampling``) from which its two clips are cut
     (``clips``); for ``vqvae`` each window gives one clip, whose frames are the training images."""
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    clips: str = "random"
-    """``vimpac``: how a video's two clips of ``model.num_frames`` frames are cut from its sampled frames.
-    random: each at a random start, drawn independently (the reference's two-clip sampling); halves: the
-    first and the last ``model.num_frames`` frames."""
     num_workers: int = 0
     """Threads decoding videos."""
     cache: bool = False
     """Keep what each clip gives in memory after its first visit: its codes (``vimpac``: the tokenizer is
     frozen) or its frames (``vqvae``)."""
+
+
+@dataclass
+class ClipPairsConfig(PairsConfig):
+    clips: str = "random"
+    """How a video's two clips of ``model.num_frames`` frames are cut from its sampled frames. random: each
+    at a random start, drawn independently (the reference's two-clip sampling); halves: the first and the
+    last ``model.num_frames`` frames."""
 
 
 @dataclass
@@ -154,7 +158,7 @@ class VimpacTrainConfig(RunOptions):
     trainer: str = "vimpac"
     name: str = "vimpac"
     model: VimpacConfig = field(default_factory=VimpacConfig)
-    data: PairsConfig = field(default_factory=PairsConfig)
+    data: ClipPairsConfig = field(default_factory=ClipPairsConfig)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     loss: VimpacLossConfig = field(default_factory=VimpacLossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
