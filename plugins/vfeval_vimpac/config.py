@@ -110,7 +110,7 @@ def validate_model(cfg: VimpacConfig, key: str = "") -> None:
 
 
 CLIP_MODES = ("random", "halves")
-"""How the ``vimpac`` trainer cuts a video's two clips from its frames (``PairsConfig.clips``)."""
+"""How the ``vimpac`` trainer cuts a video's two clips from its frames (``ClipPairsConfig.clips``)."""
 
 
 @dataclass

@@ -28,7 +28,6 @@ from vfeval_videofirst.data import Schedule, read_clip, stack_clips
 
 from vfeval.captions import CaptionedClip
 from vfeval.config import SamplingConfig
-from vfeval_vimpac.config import CLIP_MODES  # noqa: F401  (the modes clip_starts knows)
 
 
 _WINDOW_STREAM = 2
@@ -41,7 +40,8 @@ def window_rng(seed: int, draw: int, index: int) -> np.random.Generator:
 
 
 def clip_starts(frames: int, clip: int, mode: str, rng: np.random.Generator) -> tuple[int, int]:
-    """First frames of a video's two clips of ``clip`` frames among its ``frames`` (see the module docstring)."""
+    """First frames of a video's two clips of ``clip`` frames among its ``frames`` (see the module docstring);
+    ``mode`` is one of ``config.CLIP_MODES``."""
     if mode == "halves":
         return 0, frames - clip
     last = frames - clip

@@ -183,8 +183,8 @@ def ranks_from_embeddings(
         lo, hi = row_lo[r0 : r0 + rows_per, None], row_hi[r0 : r0 + rows_per, None]
         for c0, v_tile in v_tiles:
             shape = (t_rows.shape[0], v_tile.shape[1])
-            block = np.matmul(t_rows, v_tile, out=block_buf[: shape[0] * shape[1]].reshape(shape))  # within delta
             size = shape[0] * shape[1]  # contiguous views of the buffers, whatever the tile's shape
+            block = np.matmul(t_rows, v_tile, out=block_buf[:size].reshape(shape))  # float32, within delta
             gt, band = clear[:size].reshape(shape), inside[:size].reshape(shape)
             # Text to video: per row, entries >= the row's own score.
             np.greater(block, hi, out=gt)
