@@ -386,7 +386,7 @@ def test_the_encoder_reads_a_checkpoint_alone_and_the_random_baseline_needs_aski
     [
         ("model.tokenizer=", "'model.tokenizer' is empty"),
         ("masking.blocks=0", "'masking.blocks'"),
-        ("data.sampling.num_frames=3", "'data.sampling.num_frames'"),
+        ("data.sampling.num_frames=4", "'data.sampling.num_frames'"),
         ("data.clips=thirds", "'data.clips'"),
         ("model.image_size=12", "'model.image_size'"),
         ("loss.temperature=0", "'loss.temperature'"),
@@ -396,7 +396,7 @@ def test_the_encoder_reads_a_checkpoint_alone_and_the_random_baseline_needs_aski
 def test_config_mistakes_are_one_line_usage_errors(tmp_path, data, vq, host, override, expected):
     config = vimpac_config(tmp_path, data, vq, "bad")
     if "num_frames" in override:
-        config.write_text(config.read_text().replace("num_frames: 6, size", "num_frames: 3, size"))
+        config.write_text(config.read_text().replace("num_frames: 6, size", "num_frames: 4, size"))  # = the clip
         override = "seed=0"
     if override == "model.tokenizer=":
         config.write_text(config.read_text().replace(f"tokenizer: {vq}", "tokenizer: ''"))

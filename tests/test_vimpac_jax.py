@@ -108,7 +108,7 @@ def test_the_jax_trainer_runs_and_its_checkpoint_gives_the_same_features_in_both
         "trainer: vimpac\nname: j\n"
         f"model: {{variant: tiny, num_frames: 4, image_size: 32, proj_dim: 16, init: random, tokenizer: {vq_file}, "
         "device: cpu, backend: jax}\n"
-        f"data: {{captions: {data / 'train' / 'captions.jsonl'}, sampling: {{mode: uniform, num_frames: 4, size: 32, crop: 32}}}}\n"
+        f"data: {{captions: {data / 'train' / 'captions.jsonl'}, sampling: {{mode: uniform, num_frames: 6, size: 32, crop: 32}}}}\n"
         "optim: {lr: 1.0e-3, steps: 3, batch_size: 2}\n"
         f"output_dir: {tmp_path / 'run'}\ncheckpoint_every: 2\nlog_every: 1\n"
     )

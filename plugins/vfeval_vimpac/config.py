@@ -232,12 +232,12 @@ def validate(cfg: VimpacTrainConfig | VqvaeTrainConfig) -> None:
     if cfg.data.clips not in CLIP_MODES:
         raise bad_value("data.clips", cfg.data.clips, f"use one of {', '.join(CLIP_MODES)}")
     frames, clip = cfg.data.sampling.num_frames, cfg.model.num_frames
-    if cfg.data.sampling.mode != "uniform" or frames < clip:
+    if cfg.data.sampling.mode != "uniform" or frames <= clip:
         raise bad_value(
             "data.sampling.num_frames",
             frames,
-            f"a video's frames are sampled uniformly (mode: uniform), at least model.num_frames ({clip}) of them, "
-            f"from which its two clips of {clip} frames are cut",
+            f"a video's frames are sampled uniformly (mode: uniform), more of them than model.num_frames ({clip}), "
+            f"so that its two clips of {clip} frames can differ (e.g. {2 * clip})",
         )
     if cfg.masking.blocks < 1:
         raise bad_value("masking.blocks", cfg.masking.blocks, "use at least 1")
