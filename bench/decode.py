@@ -10,20 +10,21 @@ picture is a textured background that pans, with a moving square, so the encoder
 
 For each video it reads 16 uniform frames (sparse: most keyframe intervals hold none), and 1 and 4 frames
 per second (dense: every interval holds some), resized and cropped to 224 as the default sampling does, in
-three ways: ``read_window``'s ``seek``, ``decode-all``, and ``auto`` (which picks one of the two per video
-from the wanted frames per keyframe interval, ``choose_strategy``). When ``auto`` decodes everything it runs
-decode-all's code after reading the keyframe interval from packet headers, so it is slower only by that probe,
-which is timed in the same rounds and reported as a share of decode-all (target at most 1%); the ratio of the
-two whole reads is reported too, but its spread is the machine's noise. It checks that all three return the same
-frames, and prints the best of ``--repeat`` interleaved rounds and the speed-ups over decode-all, each with
-the spread of its per-round ratios. ``--threads``: FFmpeg decoding threads per reader (1 is what each worker
-of a process pool uses when there are as many workers as cores; 0 lets FFmpeg use every core).
+three ways: ``read_window``'s ``seek``, ``decode-all``, and ``auto`` (``choose_strategy``: with one thread,
+one of the two per video from the wanted frames per keyframe interval; with several, seeking). When ``auto``
+decodes everything it runs decode-all's code after reading the keyframe interval from packet headers, so it is
+slower only by that probe, which is timed in the same rounds and reported as a share of decode-all (target at
+most 1%); the ratio of the two whole reads is reported too, but its spread is the machine's noise. It checks
+that all three return the same frames, and prints the best of ``--repeat`` interleaved rounds and the speed-ups
+over decode-all, each with the spread of its per-round ratios. ``--threads``: threads per read (1 is what each
+worker of a process pool uses when there are as many workers as cores; 0 uses every core: decode-all gives
+them to FFmpeg, seeking to readers of runs of the wanted times, side by side).
 
-Seeking cannot skip the frames between a keyframe and a wanted time, so its gain is bounded by the
-keyframe interval: with 8.3 s between keyframes, 16 frames of a 3-minute video still need about a third of
+Seeking cannot skip the frames between a keyframe and a wanted time, so on one thread its gain is bounded by
+the keyframe interval: with 8.3 s between keyframes, 16 frames of a 3-minute video still need about a third of
 its frames decoded (fewer with the non-reference frames dropped). When every interval holds a wanted frame
-seeking saves nothing and pays for its seeks (with frame threads, each flushes the decoder), so ``auto``
-decodes everything.
+one reader seeking saves nothing and pays for its seeks, so ``auto`` on one thread decodes everything; several
+readers share the video out between them and beat FFmpeg's frame threads over the whole of it.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from harness import interleaved, ratio, write_json
 
 from vfeval.config import SamplingConfig
 from vfeval.requests import VideoWindow
-from vfeval.video.reader import choose_strategy, keyframe_interval, read_window
+from vfeval.video.reader import choose_strategy, keyframe_interval, read_window, seek_readers
 
 VIDEOS = {  # name: (seconds, short side, keyframe interval in frames)
     "3min-256p-k250": (180, 256, 250),
@@ -134,7 +135,7 @@ def main() -> None:
                            for a, b in zip(out[s], out["decode-all"], strict=True))
                 frames = sum(len(c.times) for c in out["auto"])
                 last = max(float(c.times.max()) for c in out["auto"])
-                chose = choose_strategy(frames, last, gop)
+                chose = choose_strategy(frames, last, gop, readers=seek_readers(threads))
                 seek = ratio(f"{name}, {label}, {threads or 'auto'} threads: seek speed-up over decode-all",
                              times["decode-all"], times["seek"],
                              target=">= 5" if label == "uniform 16" and name.startswith("3min") else "",

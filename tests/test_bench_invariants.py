@@ -22,7 +22,7 @@ import run_all  # noqa: E402
 from vfeval.config import SamplingConfig  # noqa: E402
 from vfeval.requests import VideoWindow  # noqa: E402
 from vfeval.testing import index_frames, read_index, write_video  # noqa: E402
-from vfeval.video.reader import choose_strategy, keyframe_interval, read_window  # noqa: E402
+from vfeval.video.reader import choose_strategy, keyframe_interval, read_all_frames_then_pick, read_window  # noqa: E402
 
 
 def test_a_ratio_is_the_ratio_of_best_times_and_its_spread_brackets_it():
@@ -111,6 +111,8 @@ def test_the_decoder_decodes_everything_only_when_seeking_could_save_nothing():
     # 4 frames a second but keyframes 20 s apart and only the first minute: still every interval.
     assert choose_strategy(240, 60.0, 20.0) == "decode-all"
     assert choose_strategy(720, 180.0, 0.0) == "seek"  # no keyframe interval found
+    # Several readers share the video out between them, however dense the times.
+    assert choose_strategy(720, 180.0, 2.0, readers=2) == "seek"
 
 
 @pytest.fixture(scope="module")
@@ -186,3 +188,25 @@ def test_results_md_has_the_machine_and_every_figure_with_its_spread():
     for needle in (info["cpu"], "numpy", "date (UTC)", "step speed-up", "3 - 3.3 (2 rounds)", ">= 3", "met",
                    "peak", "123", "a table", "failed: ValueError: no", "| data | 12 |", "skipped: no --quick"):
         assert needle in text, needle
+
+
+@pytest.mark.parametrize("threads", [2, 3, 0])
+def test_readers_side_by_side_return_the_frames_of_one_reader(gop_video: Path, threads: int):
+    """Seeking with several threads cuts the times into runs, each read by its own demuxer and decoder: the
+    frames, their times and a window's end past the last frame are those of one reader and of decode-all."""
+    samplings = [SamplingConfig(mode="uniform", num_frames=7, size=0, crop=0),
+                 SamplingConfig(mode="fps", fps=6.0, max_frames=1000, size=0, crop=0),
+                 SamplingConfig(mode="uniform", num_frames=2, size=0, crop=0, segments=3.0)]
+    for sampling in samplings:
+        for start, end in [(None, None), (3.3, 17.9), (22.0, None)]:
+            window = VideoWindow("v", str(gop_video), start, end)
+            one = read_window(window, sampling, threads=1, strategy="seek")
+            for strategy in ("seek", "auto"):
+                many = read_window(window, sampling, threads=threads, strategy=strategy)
+                assert len(many) == len(one)
+                for a, b in zip(many, one, strict=True):
+                    np.testing.assert_array_equal(a.frames, b.frames)
+                    np.testing.assert_array_equal(a.times, b.times)
+            every = read_all_frames_then_pick(window, sampling, threads=1)
+            for a, b in zip(one, every, strict=True):
+                np.testing.assert_array_equal(a.frames, b.frames)
