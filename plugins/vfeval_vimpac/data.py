@@ -68,7 +68,6 @@ class PairCodes:
     def __init__(self, pairs: list[CaptionedClip], sampling: SamplingConfig, encode: Encode, cache: bool, workers: int,
                  *, clip: int, mode: str, seed: int):
         self.windows = pairs
-        self.n = len(pairs)
         self.sampling = sampling
         self.encode = encode
         self.cache: dict[int, np.ndarray] | None = {} if cache else None

@@ -22,6 +22,7 @@ share no work.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import stat
@@ -143,8 +144,7 @@ class _Converter:
 
     def fresh(self) -> _Converter:
         """A converter with the same settings and its own state, for another thread."""
-        other = object.__new__(_Converter)
-        other.size, other.crop, other.rotate_tag = self.size, self.crop, self.rotate_tag
+        other = copy.copy(self)
         other.last, other.reformatter = (None, None), VideoReformatter()
         return other
 
@@ -305,13 +305,8 @@ def _seek_run(container: Container, stream: Stream, times: np.ndarray, convert: 
 
 def _seek_run_apart(path: str, times: np.ndarray, convert: _Converter) -> tuple[Picked, float | None]:
     """``_seek_run`` through a demuxer and decoder of its own, on one thread."""
-    try:
-        with av.open(path) as container:
-            stream = container.streams.video[0]
-            stream.thread_type, stream.thread_count = "SLICE", 1
-            return _seek_run(container, stream, times, convert)
-    except av.error.FFmpegError as exc:
-        raise DataError(f"corrupt: cannot decode {path}: {exc}") from exc
+    with _opened(path, threads=1) as (container, stream):
+        return _seek_run(container, stream, times, convert)
 
 
 def _pick_seeking(
@@ -406,15 +401,16 @@ def _pick_by_density(
     container: Container, stream: Stream, times: np.ndarray, convert: _Converter, readers: int = 1
 ) -> tuple[Picked, float | None]:
     """``_pick_decoding_all`` or ``_pick_seeking``, whichever ``choose_strategy`` picks for this video."""
-    if readers > 1:  # seeking, whatever the density: no keyframe interval to read
-        return _pick_seeking(container, stream, times, convert, readers)
-    # The keyframe interval is read through a second demuxer, so this one stays at the start of the file:
-    # seeking back to the start is not exact everywhere (in MPEG-TS it lands on the next keyframe).
-    with av.open(container.name) as probe:
-        gop = keyframe_interval(probe, probe.streams.video[0])
+    gop = 0.0  # several readers seek whatever the density (``choose_strategy``): no interval to read then
+    if readers == 1:
+        # The keyframe interval is read through a second demuxer, so this one stays at the start of the file:
+        # seeking back to the start is not exact everywhere (in MPEG-TS it lands on the next keyframe).
+        with av.open(container.name) as probe:
+            gop = keyframe_interval(probe, probe.streams.video[0])
     rate = stream.average_rate or stream.guessed_rate
     margin = max(SKIP_MARGIN, 3 / float(rate)) if rate else SKIP_MARGIN  # as the cursor's
-    if choose_strategy(len(times), float(times[-1]) if len(times) else 0.0, gop, margin) == "decode-all":
+    last = float(times[-1]) if len(times) else 0.0
+    if choose_strategy(len(times), last, gop, margin, readers) == "decode-all":
         return _pick_decoding_all(container, stream, times, convert)
     return _pick_seeking(container, stream, times, convert, readers)
 
