@@ -18,9 +18,9 @@ Training memory: one process per masking ratio (so that one's peak never hides i
 step then measured steps (forward, backward, AdamW) of ``--train-batch`` clips with captions of 32 tokens.
 Two figures: the tensors autograd saves for the backward pass (exact: each storage once, weights left out;
 the encoder runs without gradients, so masking saves there only in the resampler's and the encoder's
-transient memory), and the peak growth of the resident set (CPU: ``VmHWM`` reset before the measured steps,
-which the allocator's reuse of freed blocks makes noisy at these sizes) or of CUDA's allocated memory above
-what was allocated before them (the frozen weights, the optimizer's first state).
+transient memory), and the step's working memory: the most bytes its own allocations hold at once, above its
+inputs (the frozen weights, the optimizer's state), from the allocator itself (CPU: its events under
+``torch.profiler``; CUDA: its peak), as ``vfeval_videofirst.profile`` measures a step.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def worker(args: dict[str, Any]) -> dict[str, Any]:
     from vfeval_captioner.train import caption_tokens
     from vfeval_videofirst.config import token_grid
     from vfeval_videofirst.masking import draw_keep, mask_rng
-    from vfeval_videofirst.profile import _peak_end, _peak_start, _sync
+    from vfeval_videofirst.profile import _sync, _working_memory_mib
     from vfeval_videofirst.torch.train import make_optimizer
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -137,13 +137,13 @@ def worker(args: dict[str, Any]) -> dict[str, Any]:
 
     step(0)  # warm-up: AdamW's state exists before the peak is reset
     activations = saved_for_backward(model, lambda: model(video, keep_at(1), ids, labels))
-    base = _peak_start(device)
     start = time.perf_counter()
     for i in range(1, args["steps"] + 1):
         step(i)
     _sync(device)
     seconds = (time.perf_counter() - start) / args["steps"]
-    return {"peak_mib": _peak_end(device, base), "step_s": seconds, "activations_mib": activations,
+    peak = _working_memory_mib(lambda: step(args["steps"] + 1), device)  # one more step, under the profiler
+    return {"peak_mib": peak, "step_s": seconds, "activations_mib": activations,
             "kept_tokens": grid[0] * grid[1] * grid[2] if not args["mask_ratio"] else
             int(draw_keep("random", args["mask_ratio"], 1, grid, mask_rng(0)).shape[1])}
 
@@ -180,8 +180,8 @@ def training_memory(args: argparse.Namespace) -> list[Any]:
         note = f"{args.train_batch} clips x {args.frames} frames, {r['kept_tokens']} patch tokens kept, fresh process"
         figures.append(single(f"training step activations saved for backward, {ratio_:.0%} masked",
                               r["activations_mib"], note=note))
-        figures.append(single(f"training step peak memory growth, {ratio_:.0%} masked", r["peak_mib"],
-                              note="VmHWM (CPU) or CUDA peak above the step's start"))
+        figures.append(single(f"training step working memory, {ratio_:.0%} masked", r["peak_mib"],
+                              note="the allocator's peak above the step's inputs, one step after the timed ones"))
         figures.append(single(f"training step time, {ratio_:.0%} masked", r["step_s"], unit="s",
                               note=f"mean of {args.steps} steps after a warm-up"))
     figures.append(single("training step activations, 30% / 0% masked",

@@ -89,3 +89,40 @@ def test_backend_jax_reads_memory_from_the_compiled_step(tmp_path):
 def test_a_backend_the_encoder_does_not_have_is_refused(tmp_path):
     res = profile(*TINY, "backend=tensorflow", "--out", str(tmp_path / "p.json"), cwd=tmp_path)
     assert res.returncode == 2 and "unknown backend 'tensorflow'; use torch or jax" in res.stderr
+
+
+def test_cpu_working_memory_is_the_allocators_exact_peak():
+    """On CPU a step's memory is summed from the allocator's own events: what the step allocates and still holds
+    at its worst moment, exactly, and nothing that existed before it."""
+    import torch
+
+    from vfeval_videofirst.profile import _working_memory_mib
+
+    before = torch.ones(4 * 2**20 // 4)  # 4 MiB held by the caller: an input, not the step's
+
+    def step():
+        a = torch.empty(8 * 2**20 // 4)  # 8 MiB
+        b = torch.empty(2 * 2**20 // 4)  # 10 MiB held: the peak
+        del a
+        c = torch.empty(1 * 2**20 // 4)  # 3 MiB held
+        return b, c
+
+    cpu = torch.device("cpu")
+    assert _working_memory_mib(step, cpu) == 10.0
+    assert _working_memory_mib(lambda: before.mul_(2), cpu) < 1e-4  # in place: only the scalar 2 is allocated
+
+
+def test_torch_step_memory_is_the_same_in_every_run_and_masking_shrinks_it(tmp_path):
+    out = tmp_path / "p.json"
+    rows = []
+    for _ in range(2):
+        res = profile(*TINY, "--frames", "8", "--mask-ratios", "0,0.75", "--trainable-layers", "all",
+                      "--kinds", "train", "--steps", "1", "--device", "cpu", "--out", str(out), cwd=tmp_path)
+        assert res.returncode == 0, res.stderr[-3000:]
+        report = json.loads(out.read_text())
+        assert report["memory_source"] == "allocator"
+        rows.append([r["peak_mib"] for r in report["rows"]])
+    assert rows[0] == rows[1]  # exact, where the resident set of the same step moves from run to run
+    dense, masked = rows[0]
+    # 75% of the tokens never embedded nor attended; the weights' gradients are in both
+    assert dense > 1.5 * masked > 0

@@ -14,6 +14,7 @@ transformers = pytest.importorskip("transformers")
 from vfeval_videofirst.config import VideoFirstConfig, num_patch_tokens, token_grid  # noqa: E402
 from vfeval_videofirst.masking import (  # noqa: E402
     block_masking,
+    draw_keep,
     mask_rng,
     num_kept,
     random_masking,
@@ -166,6 +167,26 @@ def test_only_kept_tokens_enter_the_transformer():
     model.eval()  # masks apply only while training (unless mask_at_eval)
     assert model.tokens(video)[0].shape == (2, nt + n, 64)
 
+
+
+@pytest.mark.parametrize("frames", [16, 17])  # 17: the last frame is beyond the last whole tubelet, as in the conv
+def test_kept_tubelets_embed_as_the_convolution_then_gather(frames):
+    """Masked training embeds only the kept tubelets: the same tokens as embedding all and keeping some."""
+    model = make_encoder(scratch_cfg(mask="random", mask_ratio=0.75)).model.video
+    with torch.no_grad():
+        model.pos_time.normal_()
+    video = torch.randn(2, 3, frames, 32, 32)
+    grid = (frames // 2, 4, 4)
+    keep = torch.from_numpy(draw_keep("random", 0.75, 2, grid, mask_rng(3)))
+    expected = model.embed(video).flatten(1, 3).gather(1, keep[:, :, None].expand(-1, -1, 64))
+    torch.testing.assert_close(model.embed.kept(video, keep, grid), expected, rtol=1e-5, atol=1e-5)
+    # and the sequence the transformer gets: class tokens, then the kept tokens with their positions
+    everything, nt = model.tokens(video, keep=torch.arange(grid[0] * 16).expand(2, -1))
+    kept, _ = model.tokens(video, keep=keep)
+    torch.testing.assert_close(kept[:, :nt], everything[:, :nt])
+    torch.testing.assert_close(
+        kept[:, nt:], everything[:, nt:].gather(1, keep[:, :, None].expand(-1, -1, 64)), rtol=1e-5, atol=1e-5
+    )
 
 @pytest.mark.parametrize(
     "attention,mask",

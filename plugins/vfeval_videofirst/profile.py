@@ -1,20 +1,21 @@
 """What frames, masking and freezing cost: peak memory and time of a training step and of inference.
 
 Each configuration runs in a fresh process (``python -m vfeval_videofirst.profile --worker JSON``), so one
-configuration's high-water mark never hides the next one's. Peak memory is the growth over the moment
-before the measured work began: of the resident set on CPU, where torch's allocations are invisible to
-tracemalloc, and of ``torch.cuda.max_memory_allocated`` on CUDA. On Linux the resident set's high-water mark
-(``VmHWM``) is reset just before the measured steps (``/proc/self/clear_refs``) and read after them, so
-nothing the process did before counts, not even its parent's peak: ``getrusage``'s ``ru_maxrss`` survives
-``fork`` and ``exec``, and a worker started from a 1.5 GiB parent would report 0 MiB. Elsewhere it falls back
-to ``ru_maxrss``, and the result says which one it used (``memory_source``). Time is the median of the
-timed steps after one untimed warm-up step.
+configuration's measurement never sees another's. A warm-up step (which allocates the optimizer's state), then
+the timed steps (time: their median), then one more step whose memory is measured by the allocator itself:
+the most bytes that the step's own allocations hold at once (``_working_memory_mib``). On CUDA that is
+``torch.cuda.max_memory_allocated`` above what was allocated before; on CPU, where torch has no allocator
+statistics, the allocator's events under ``torch.profiler`` (``profile_memory``): one per allocation and free,
+summed in order. It is exact and the same from run to run, as XLA's analysis of a compiled step is; the
+resident set also moves with malloc's heap and the runtime's own buffers, by hundreds of MiB for the same
+step (one 128-frame step read 2777 and 2350 MiB in all in two runs). Encoders other than videofirst, which need not
+be torch, are measured by the growth of the resident set (``VmHWM`` reset before the measured steps through
+``/proc/self/clear_refs``; ``ru_maxrss`` elsewhere, which would include a parent's peak), as
+``memory_source`` says.
 
 Both backends report memory the same way: ``peak_mib`` is a step's working memory beyond its inputs
 (activations, gradients, temporaries) and ``args_mib`` its inputs (every weight of the video tower, the
-optimizer state, the batch); a step needs the two together. In torch the optimizer state is allocated by the
-first, measured step and stays resident through the next one's peak, so it is taken out of the growth and
-counted with the inputs, where XLA's analysis of a compiled step puts it.
+optimizer state, the batch); a step needs the two together.
 
 A training step is the videofirst video tower's forward pass over (masked) tokens, the contrastive loss
 against fixed text embeddings, the backward pass and, unless turned off, the AdamW update of the
@@ -161,22 +162,32 @@ def _sync(device: Any) -> None:
         torch.cuda.synchronize(device)
 
 
-def _peak_start(device: Any) -> float:
+def _working_memory_mib(fn: Any, device: Any) -> float:
+    """The working memory of ``fn()`` in MiB: the most bytes that its own allocations held at once, net of its
+    own frees (tensors that existed before it are its inputs and not counted). On CUDA the caching
+    allocator's peak; on CPU the allocator's events under ``torch.profiler`` (``profile_memory``), one per
+    allocation and free, summed in order: exact, and the same from run to run, where the resident set also
+    moves with malloc's heap and the runtime's own buffers."""
     import torch
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-        return torch.cuda.memory_allocated(device) / 2**20
-    return reset_peak_rss()
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    from torch.profiler import ProfilerActivity, profile
 
-
-def _peak_end(device: Any, base: float) -> float:
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20 - base
-    return peak_rss_mib() - base
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]")
+    held = peak = 0
+    for _, nbytes in events:  # > 0: an allocation, < 0: a free
+        held += nbytes
+        peak = max(peak, held)
+    return peak / 2**20
 
 
 def _name(device: Any) -> str:
@@ -212,39 +223,43 @@ def _videofirst(args: dict[str, Any]) -> dict[str, Any]:
         optimizer = torch.optim.AdamW(params, lr=1e-4) if args.get("optimizer", True) else None
         text = torch.nn.functional.normalize(torch.randn(batch, cfg.embed_dim, device=device), dim=-1)
         scale = torch.tensor(2.0, device=device)
-        base = _peak_start(device)
-        for _ in range(args["steps"] + 1):  # the first step warms up and is not timed
-            start = time.perf_counter()
+
+        def step() -> None:
             loss = contrastive_loss(model(video, generator=generator), text, scale)
             loss.backward()
             if optimizer is not None:
                 optimizer.step()
             model.zero_grad(set_to_none=True)
-            _sync(device)
-            times.append(time.perf_counter() - start)
-        x = model.tokens(video, generator=generator)[0]
+
+        run = step
     else:
         model.eval()
         keep = model.draw_keep(batch, token_grid(cfg, frames), generator)
-        base = _peak_start(device)
-        with torch.inference_mode():
-            for _ in range(args["steps"] + 1):
-                start = time.perf_counter()
+
+        def run() -> None:
+            with torch.inference_mode():
                 model(video, keep=keep)
-                _sync(device)
-                times.append(time.perf_counter() - start)
-            x = model.tokens(video, keep=keep)[0]
+
+    run()  # warm-up, not measured: it allocates the optimizer's state, an input of every later step
+    _sync(device)
+    for _ in range(args["steps"]):
+        start = time.perf_counter()
+        run()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    peak = _working_memory_mib(run, device)  # one more step, on its own: the profiler would slow a timed one
+    with torch.no_grad():
+        x = model.tokens(video, keep=keep)[0] if kind != "train" else model.tokens(video, generator=generator)[0]
     tokens = x.shape[1] if x.dim() == 3 else x.shape[1] * x.shape[2]
-    step_s = statistics.median(times[1:])
+    step_s = statistics.median(times)
     # The step's inputs, as XLA counts a compiled step's arguments: every weight of the tower, the optimizer's
-    # state and the batch. The first step allocated the optimizer state inside the measured window, and it stays
-    # resident through the later steps' peaks; it is an input of those steps, so it moves from peak to inputs.
+    # state (allocated by the warm-up step) and the batch.
     state = sum(t.nbytes for s in (optimizer.state.values() if kind == "train" and optimizer else ()) for t in
                 s.values() if torch.is_tensor(t))
     weights = sum(t.nbytes for t in [*model.parameters(), *model.buffers()])
-    result = {"peak_mib": max(0.0, _peak_end(device, base) - state / 2**20),
-              "args_mib": (weights + state + video.nbytes) / 2**20, "step_s": step_s, "tokens": int(tokens),
-              "device": _name(device), "memory_source": "cuda" if device.type == "cuda" else memory_source()}
+    result = {"peak_mib": peak, "args_mib": (weights + state + video.nbytes) / 2**20, "step_s": step_s,
+              "tokens": int(tokens), "device": _name(device),
+              "memory_source": "cuda" if device.type == "cuda" else "allocator"}
     if args.get("flops"):
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model.eval()(video)

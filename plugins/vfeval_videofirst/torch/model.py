@@ -83,6 +83,23 @@ class TubeletEmbed(nn.Module):
         """video: ``[B, 3, T, H, W]`` → ``[B, nt, nh, nw, D]``."""
         return self.proj(video).permute(0, 2, 3, 4, 1)
 
+    def kept(self, video: torch.Tensor, keep: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        """The tokens of the kept tubelets alone, ``[B, N_keep, D]`` in the order of ``keep`` (indices into the
+        ``grid`` = (nt, nh, nw) tubelets, slice-major): each kept tubelet's pixels are gathered and projected by
+        the same kernel, so a masked tubelet is never embedded. ``forward`` then ``gather`` computes the same
+        tokens, but embeds every tubelet first: at 75% masking four times the work, and an all-token output
+        and convolution buffers that outweigh a long clip's kept tokens."""
+        b, c = video.shape[:2]
+        nt, nh, nw = grid
+        t, h, w = self.proj.kernel_size
+        # A view that splits each axis into (tubelet index, offset in the tubelet); like the convolution,
+        # frames or pixels beyond the last whole tubelet are left out.
+        v = video[:, :, : nt * t, : nh * h, : nw * w].reshape(b, c, nt, t, nh, h, nw, w)
+        it, rest = keep // (nh * nw), keep % (nh * nw)
+        rows = torch.arange(b, device=keep.device)[:, None]
+        patches = v[rows, :, it, :, rest // nw, :, rest % nw, :]  # [B, N_keep, c, t, h, w]: only kept pixels copied
+        return patches.reshape(b, keep.shape[1], -1) @ self.proj.weight.reshape(self.proj.out_channels, -1).T
+
 
 class Attention(nn.Module):
     """Multi-head self-attention through ``scaled_dot_product_attention``, which picks a fused kernel
@@ -222,8 +239,10 @@ class VideoTransformer(nn.Module):
         or None to draw them from ``generator`` when masking is on (and keep all tokens when it is off).
         Returns ``(x, nt)``: joint ``x`` is ``[B, nt + N_keep, D]``, factorised ``[B, nt, 1 + N_keep / nt, D]``.
         """
-        x = self.embed(video)  # [B, nt, nh, nw, D]
-        b, nt, nh, nw, d = x.shape
+        b = video.shape[0]
+        t, h, w = self.embed.proj.kernel_size
+        nt, nh, nw = video.shape[2] // t, video.shape[3] // h, video.shape[4] // w
+        d = self.pos_space.shape[1]
         if nh * nw != self.pos_space.shape[0]:
             raise ValueError(
                 f"frames give {nh}x{nw} patches; the model was built for {self.pos_space.shape[0]}"
@@ -233,9 +252,11 @@ class VideoTransformer(nn.Module):
                 raise ValueError("masking is on: pass a numpy Generator (or explicit keep indices)")
             keep = self.draw_keep(b, (nt, nh, nw), generator)
         pos_time = resample_time(self.pos_time, nt)[:, None]  # [nt, 1, D]
-        x = (x.reshape(b, nt, nh * nw, d) + self.pos_space + pos_time).flatten(1, 2)  # [B, N, D]
-        if keep is not None:
-            x = x.gather(1, keep[:, :, None].expand(-1, -1, d))  # only kept tokens go any further
+        pos = (self.pos_space + pos_time).reshape(nt * nh * nw, d)  # [N, D]
+        if keep is None:
+            x = self.embed(video).reshape(b, nt * nh * nw, d) + pos  # [B, N, D]
+        else:  # only kept tokens are embedded, and only they go any further
+            x = self.embed.kept(video, keep, (nt, nh, nw)) + pos[keep]  # [B, N_keep, D]
         cls = (self.cls + self.pos_cls + pos_time[:, 0]).expand(b, nt, d)  # one per slice, never masked
         if self.attention == "factorised":
             # Tube masks keep the same positions in every slice, so the kept tokens form a [nt, S_keep] grid.
