@@ -16,9 +16,9 @@ For each variant (``--variants``, default S and tiny, each at ``--frames`` 16 an
 - memory of a training step (forward, contrastive loss, backward, AdamW) at 0% and at 75% random masking
   in each backend, counted alike: the working memory above the step's inputs (activations, gradients,
   temporaries; masking's saving of it, target at least 3x in both), the inputs (every weight, AdamW's
-  moments, the batch) and the step in all. torch: the growth of the resident set of a fresh process less the
-  AdamW moments its first step allocated (``vfeval_videofirst.profile.measure``); JAX: XLA's memory
-  analysis of the compiled step (temporaries and outputs not aliased to its inputs), also in a fresh process.
+  moments, the batch) and the step in all. torch: the allocator's peak over one step after a warm-up, from
+  its own events (``vfeval_videofirst.profile.measure``, a fresh process); JAX: XLA's memory analysis of the
+  compiled step (temporaries and outputs not aliased to its inputs), also in a fresh process. Both exact.
 
 Timing: every variant a ratio compares is built in this one process and run in interleaved rounds
 (``harness.interleaved``); a figure is the best of the rounds, with their range. Memory does not vary with
@@ -226,7 +226,7 @@ def training_memory(setup: Setup) -> list[Figure]:
                 "optimizer": True,
             }
             got[mask_ratio] = measure(args)
-            how = ("fresh process, resident set, less the AdamW moments it allocated" if backend == "torch"
+            how = ("the allocator's peak over one step, fresh process" if backend == "torch"
                    else "XLA compiled memory analysis")
             figures.append(single(f"{setup.label}: {backend} train step working memory, {mask_ratio:.0%} masked",
                                   got[mask_ratio]["peak_mib"], note=how))

@@ -12,12 +12,15 @@ Two parts:
    full training against 75% masking (all blocks, then the last 4 only), and the largest frame count whose
    training step fits ``--budget-gib`` (a line fitted to the measured peaks; memory grows linearly in frames).
 
-Memory: every configuration runs in a fresh process (``vfeval_videofirst.profile.measure``), which resets the
-resident set's high-water mark before the measured steps. A training step is reported in all, as a real step
+Memory: every configuration runs in a fresh process (``vfeval_videofirst.profile.measure``), which measures
+one step after a warm-up by its allocator (on CPU, the allocator's events under ``torch.profiler``): exact, and
+the same from run to run. A training step is reported in all, as a real step
 holds it: weights, AdamW's moments, the batch and the step's working memory (activations, gradients,
 temporaries); beside it, the working memory of the same step without an optimizer (activations and gradients).
 The stage-2 regime steps 2 clips at a time, the fewest with which a contrastive loss has a negative: at one
-clip the loss is 0 whatever the weights, and every gradient is 0.
+clip the loss is 0 whatever the weights, and every gradient is 0. In all, a step also holds what no masking
+shrinks (weights, AdamW's moments, gradients: about 375 MiB for S), so masking saves more the more clips a
+step holds; at 128 frames the memory of 4 clips a step (``--regime-memory-batches``) is measured too.
 
 Time: all the configurations that a ratio compares are built in one process and stepped in interleaved
 rounds (``harness.interleaved``); each ratio is the ratio of the best times of the same rounds, with the range
@@ -270,6 +273,17 @@ def regime(ns: argparse.Namespace) -> list[Figure]:
                 figures.append(single(f"stage 2, {f} frames: peak MiB, {name} (activations and gradients)", act[name],
                                       note="fresh process"))
         is_target = f == target_frames
+        if is_target:
+            # In all, a step holds weights, moments and gradients whatever its tokens: the saving of masking is
+            # (dense activations + fixed) / (masked activations + fixed), and it grows with the clips a step holds.
+            for more in ns.regime_memory_batches:
+                wide = {name: memory_row(v, s, f, r, -1, more, dev, True)
+                        for name, (r, k) in configs.items() if k == -1}
+                figures += [single(f"stage 2, {f} frames, {more} clips a step: peak MiB, {name} (AdamW step, in all)",
+                                   wide[name], note="fresh process") for name in wide]
+                figures.append(single(f"stage 2, {f} frames, {more} clips a step: memory saving of 75% masking "
+                                      "(AdamW)", wide["dense"] / wide["masked"], unit="x", target=">= 3",
+                                      note="fresh processes"))
         figures += [
             single(f"stage 2, {f} frames: memory saving of 75% masking (AdamW)", mem["dense"] / mem["masked"],
                    unit="x", target=">= 3" if is_target else "", note="fresh processes"),
@@ -313,6 +327,8 @@ def main() -> None:
     parser.add_argument("--regime-size", type=int, default=112)
     parser.add_argument("--regime-batch", type=int, default=2,
                         help="clips per step; 2 at least, or the contrastive loss has no negative and no gradient")
+    parser.add_argument("--regime-memory-batches", type=int, nargs="*", default=[4],
+                        help="more clips per step whose memory (not time) is measured at 128 frames")
     parser.add_argument("--regime-rounds", type=int, default=2)
     parser.add_argument("--budget-gib", type=float, default=16.0, help="memory budget for the frames answer")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])

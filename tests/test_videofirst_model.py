@@ -179,7 +179,13 @@ def test_kept_tubelets_embed_as_the_convolution_then_gather(frames):
     grid = (frames // 2, 4, 4)
     keep = torch.from_numpy(draw_keep("random", 0.75, 2, grid, mask_rng(3)))
     expected = model.embed(video).flatten(1, 3).gather(1, keep[:, :, None].expand(-1, -1, 64))
-    torch.testing.assert_close(model.embed.kept(video, keep, grid), expected, rtol=1e-5, atol=1e-5)
+    got = model.embed.kept(video, keep, grid)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    # The kernel's gradient, which the kept path computes by gathering the pixels again, is the convolution's.
+    weights = torch.randn_like(got)
+    (kernel_grad,) = torch.autograd.grad((expected * weights).sum(), model.embed.proj.weight)
+    (kept_grad,) = torch.autograd.grad((got * weights).sum(), model.embed.proj.weight)
+    torch.testing.assert_close(kept_grad, kernel_grad, rtol=1e-4, atol=1e-4)
     # and the sequence the transformer gets: class tokens, then the kept tokens with their positions
     everything, nt = model.tokens(video, keep=torch.arange(grid[0] * 16).expand(2, -1))
     kept, _ = model.tokens(video, keep=keep)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,17 +89,46 @@ class TubeletEmbed(nn.Module):
         ``grid`` = (nt, nh, nw) tubelets, slice-major): each kept tubelet's pixels are gathered and projected by
         the same kernel, so a masked tubelet is never embedded. ``forward`` then ``gather`` computes the same
         tokens, but embeds every tubelet first: at 75% masking four times the work, and an all-token output
-        and convolution buffers that outweigh a long clip's kept tokens."""
-        b, c = video.shape[:2]
-        nt, nh, nw = grid
-        t, h, w = self.proj.kernel_size
-        # A view that splits each axis into (tubelet index, offset in the tubelet); like the convolution,
-        # frames or pixels beyond the last whole tubelet are left out.
-        v = video[:, :, : nt * t, : nh * h, : nw * w].reshape(b, c, nt, t, nh, h, nw, w)
-        it, rest = keep // (nh * nw), keep % (nh * nw)
-        rows = torch.arange(b, device=keep.device)[:, None]
-        patches = v[rows, :, it, :, rest // nw, :, rest % nw, :]  # [B, N_keep, c, t, h, w]: only kept pixels copied
-        return patches.reshape(b, keep.shape[1], -1) @ self.proj.weight.reshape(self.proj.out_channels, -1).T
+        and convolution buffers that outweigh a long clip's kept tokens. The gathered pixels are not held
+        for the backward pass (the kernel's gradient gathers them again from the clip, which the step holds
+        anyway), as the convolution holds nothing but its input."""
+        if video.requires_grad:  # pixels that learn: plain autograd through the gather
+            return kept_pixels(video, keep, grid, self.proj.kernel_size) @ self.proj.weight.flatten(1).T
+        return _ProjectKept.apply(self.proj.weight, video, keep, grid)
+
+
+def kept_pixels(video: torch.Tensor, keep: torch.Tensor, grid: tuple[int, int, int],
+                tubelet: tuple[int, int, int]) -> torch.Tensor:
+    """``[B, N_keep, 3 * t * h * w]``: the pixels of the kept tubelets, each flattened as a Conv3d kernel is."""
+    b, c = video.shape[:2]
+    nt, nh, nw = grid
+    t, h, w = tubelet
+    # A view that splits each axis into (tubelet index, offset in the tubelet); like the convolution, frames or
+    # pixels beyond the last whole tubelet are left out.
+    v = video[:, :, : nt * t, : nh * h, : nw * w].reshape(b, c, nt, t, nh, h, nw, w)
+    it, rest = keep // (nh * nw), keep % (nh * nw)
+    rows = torch.arange(b, device=keep.device)[:, None]
+    return v[rows, :, it, :, rest // nw, :, rest % nw, :].reshape(b, keep.shape[1], -1)  # only kept pixels copied
+
+
+class _ProjectKept(torch.autograd.Function):
+    """``kept_pixels(video, ...) @ kernel``, whose backward gathers the pixels again instead of saving them."""
+
+    @staticmethod
+    def forward(ctx: Any, weight: torch.Tensor, video: torch.Tensor, keep: torch.Tensor,
+                grid: tuple[int, int, int]) -> torch.Tensor:
+        ctx.save_for_backward(weight, video, keep)
+        ctx.grid = grid
+        return kept_pixels(video, keep, grid, tuple(weight.shape[2:])) @ weight.flatten(1).T
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
+        weight, video, keep = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        pixels = kept_pixels(video, keep, ctx.grid, tuple(weight.shape[2:])).flatten(0, 1).to(grad.dtype)
+        grad_weight = grad.flatten(0, 1).T @ pixels  # [D, 3 * t * h * w]
+        return grad_weight.reshape(weight.shape).to(weight.dtype), None, None, None
 
 
 class Attention(nn.Module):
