@@ -1,0 +1,170 @@
+"""What a frozen encoder's features say about each event of a synthetic clip: its colour, shape and motion.
+
+    python bench/event_probe.py                        # the quickstart's stage-1 encoder, 1000 training videos
+    python bench/event_probe.py --checkpoint runs/train-NAME/final.safetensors --videos 400
+    python bench/event_probe.py --samples runs/captioner/msrvtt_captioning/videofirst-captioner/samples.jsonl
+
+A synthetic video shows its events one after another, each in its own slot of the clip, and its training
+caption lists each event's colour, shape and direction ("a red circle moves left, then ..."). Each event
+is probed with a ridge classifier on the first 60% of the videos, its penalty chosen on the next 20% and
+its accuracy read on the last 20%, from:
+
+- the clip's pixels in the event's slot (what every encoder starts from);
+- the encoder's final tokens there, in place (a readout that weighs each position on its own);
+- their mean, and the mean of each time slice (what a pooled summary can reach: an attention-weighted sum
+  of tokens sees where in the frame a token sits only if the token's own features say so);
+- the clip's pooled embedding, with the event's index.
+
+Reading an attribute in place but not from a mean locates it in the arrangement of the tokens, not in
+any token. With ``--samples`` (a captioning run on the synthetic MSR-VTT, whose first reference is the event
+list) the predictions are parsed as event lists: each attribute's accuracy, and CIDEr recomputed with
+one attribute replaced by the truth, or drawn at random: what reading that attribute is worth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+from harness import Figure, print_figures, single
+
+EVENT = re.compile(r"a (\w+) (\w+) moves (\w+)")
+ATTRIBUTES = ("colour", "shape", "direction")
+PENALTIES = (1.0, 30.0, 1000.0, 30000.0)
+
+
+def ridge_accuracy(x: np.ndarray, y: np.ndarray, parts: tuple[float, float] = (0.6, 0.8)) -> float:
+    """Test accuracy of a one-vs-all ridge classifier: fit on the first ``parts[0]`` of the rows, the penalty
+    chosen on the rows up to ``parts[1]``, scored on the rest (rows in video order: no video in two parts)."""
+    n = len(y)
+    fit, val = int(parts[0] * n), int(parts[1] * n)
+    mean, std = x[:fit].mean(0), x[:fit].std(0) + 1e-6
+    x = (x - mean) / std
+    classes = np.unique(y[:fit])
+    targets = (y[:fit, None] == classes[None]).astype(np.float64)
+    a = x[:fit]
+    gram = a @ a.T if a.shape[1] > a.shape[0] else a.T @ a  # the smaller of the two systems
+
+    def weights(penalty: float) -> np.ndarray:
+        if a.shape[1] > a.shape[0]:
+            return a.T @ np.linalg.solve(gram + penalty * np.eye(len(gram)), targets)
+        return np.linalg.solve(gram + penalty * np.eye(len(gram)), a.T @ targets)
+
+    def accuracy(w: np.ndarray, rows: slice) -> float:
+        return float((classes[(x[rows] @ w).argmax(1)] == y[rows]).mean())
+
+    best = max(PENALTIES, key=lambda p: accuracy(weights(p), slice(fit, val)))
+    return accuracy(weights(best), slice(val, n))
+
+
+def event_features(checkpoint: str, captions: str, videos: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per event of the first ``videos`` training videos: each feature set ``[events, F]`` and the labels
+    ``[events, 3]`` (colour, shape, direction)."""
+    import torch
+    from vfeval_videofirst.checkpoint import read_config
+    from vfeval_videofirst.config import VideoFirstConfig
+    from vfeval_videofirst.torch.data import CaptionedVideos
+    from vfeval_videofirst.torch.encoder import build_model, preprocess
+
+    from vfeval.captions import read_captions
+    from vfeval.config import SamplingConfig
+
+    saved = read_config(checkpoint)
+    cfg = VideoFirstConfig(**{**saved, "checkpoint": checkpoint, "device": "cpu"})
+    model = build_model(cfg)[0].video.eval()
+    t = cfg.tubelet[0]
+    pairs = [p for p in read_captions(captions) if any(EVENT.search(c) for c in p.captions)][:videos]
+    size = cfg.image_size
+    clips = CaptionedVideos(pairs, SamplingConfig(mode="uniform", num_frames=cfg.num_frames, size=size, crop=size))
+    feats: dict[str, list[np.ndarray]] = {k: [] for k in ("pixels", "tokens in place", "token mean",
+                                                          "token mean per time slice", "pooled embedding")}
+    labels = []
+    with torch.no_grad():
+        for i in range(len(clips)):
+            frames, texts, _ = clips[i]
+            events = next(EVENT.findall(c) for c in texts if EVENT.search(c))
+            video = preprocess(frames[None], size, t, torch.device("cpu"))
+            x, nt = model.encode(video)
+            tokens = model.ln_post(x)[0, nt:].reshape(nt, -1, x.shape[-1]).numpy()  # [slices, patches, D]
+            pooled = model(video)[0].numpy()
+            pixels = frames.astype(np.float32) / 255
+            k_all = len(events)
+            for k, event in enumerate(events):
+                s0, s1 = k * nt // k_all, (k + 1) * nt // k_all  # the event's time slices
+                mine = tokens[s0:s1]
+                feats["pixels"].append(pixels[s0 * t : s1 * t].ravel())
+                feats["tokens in place"].append(mine.ravel())
+                feats["token mean"].append(mine.mean((0, 1)))
+                feats["token mean per time slice"].append(mine.mean(1).ravel())
+                feats["pooled embedding"].append(np.concatenate([pooled, np.eye(k_all)[k]]))
+                labels.append(event)
+    return {k: np.stack(v).astype(np.float64) for k, v in feats.items()}, np.array(labels)
+
+
+def probes(checkpoint: str, captions: str, videos: int) -> list[Figure]:
+    feats, labels = event_features(checkpoint, captions, videos)
+    figures = []
+    for j, attribute in enumerate(ATTRIBUTES):
+        test = labels[int(0.8 * len(labels)):, j]
+        values, counts = np.unique(test, return_counts=True)
+        figures.append(single(f"{attribute}: the most frequent value", 100 * counts.max() / counts.sum(), unit="%",
+                              note=f"{len(values)} values"))
+        for name, x in feats.items():
+            figures.append(single(f"{attribute} from {name}", 100 * ridge_accuracy(x, labels[:, j]), unit="%",
+                                  note=f"{x.shape[1]} features, {len(labels)} events"))
+    return figures
+
+
+def caption_figures(samples_path: str, seed: int = 0) -> list[Figure]:
+    """Each attribute's accuracy in a captioning run's event lists, and CIDEr with one attribute made true or
+    drawn at random (uniformly from the values the references use)."""
+    from vfeval.metrics.captioning import caption_scores
+
+    samples = [json.loads(line) for line in Path(samples_path).read_text().splitlines() if line.strip()]
+    refs = {s["id"]: s["target"] for s in samples}
+    parsed = [(EVENT.findall(s["prediction"]), EVENT.findall(s["target"][0])) for s in samples]
+    values = [sorted({e[j] for _, truth in parsed for e in truth}) for j in range(3)]
+    rng = random.Random(seed)
+
+    def cider(choose) -> float:
+        preds = {}
+        for s, (pred, truth) in zip(samples, parsed):
+            if len(pred) != len(truth):  # not an event list of the right length: left as it is
+                preds[s["id"]] = s["prediction"]
+                continue
+            preds[s["id"]] = ", then ".join("a {} {} moves {}".format(*[choose(j, p, q) for j in range(3)])
+                                            for p, q in zip(pred, truth))
+        return caption_scores(refs, preds, metrics=["CIDEr"])["CIDEr"]
+
+    figures = [single("CIDEr as predicted", cider(lambda j, p, q: p[j]), unit="")]
+    for j, attribute in enumerate(ATTRIBUTES):
+        pairs = [(p[j], q[j]) for pred, truth in parsed for p, q in zip(pred, truth)]
+        figures.append(single(f"{attribute}: accuracy of the predicted events",
+                              100 * np.mean([p == q for p, q in pairs]), unit="%", note=f"{len(pairs)} events"))
+        figures.append(single(f"CIDEr with every {attribute} true",
+                              cider(lambda i, p, q, j=j: q[i] if i == j else p[i]), unit=""))
+        figures.append(single(f"CIDEr with every {attribute} drawn at random",
+                              cider(lambda i, p, q, j=j: rng.choice(values[i]) if i == j else p[i]), unit=""))
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default="runs/train-quickstart-stage1/final.safetensors")
+    parser.add_argument("--captions", default="data/synthetic/train/captions.jsonl")
+    parser.add_argument("--videos", type=int, default=1000)
+    parser.add_argument("--samples", help="a captioning run's samples.jsonl on the synthetic MSR-VTT")
+    ns = parser.parse_args()
+    figures = probes(ns.checkpoint, ns.captions, ns.videos)
+    print_figures(f"events of {ns.videos} synthetic training videos through {ns.checkpoint}: ridge probes, "
+                  "test accuracy (60/20/20 split by video)", figures)
+    if ns.samples:
+        print_figures(f"event lists of {ns.samples}", caption_figures(ns.samples))
+
+
+if __name__ == "__main__":
+    main()
