@@ -30,7 +30,7 @@ import re
 from pathlib import Path
 
 import numpy as np
-from harness import Figure, print_figures, single
+from harness import Figure, print_figures, single, write_json
 
 EVENT = re.compile(r"a (\w+) (\w+) moves (\w+)")
 ATTRIBUTES = ("colour", "shape", "direction")
@@ -158,12 +158,16 @@ def main() -> None:
     parser.add_argument("--captions", default="data/synthetic/train/captions.jsonl")
     parser.add_argument("--videos", type=int, default=1000)
     parser.add_argument("--samples", help="a captioning run's samples.jsonl on the synthetic MSR-VTT")
+    parser.add_argument("--json", help="also write the figures to this JSON file (for bench/run_all.py)")
     ns = parser.parse_args()
     figures = probes(ns.checkpoint, ns.captions, ns.videos)
     print_figures(f"events of {ns.videos} synthetic training videos through {ns.checkpoint}: ridge probes, "
                   "test accuracy (60/20/20 split by video)", figures)
     if ns.samples:
-        print_figures(f"event lists of {ns.samples}", caption_figures(ns.samples))
+        more = caption_figures(ns.samples)
+        print_figures(f"event lists of {ns.samples}", more)
+        figures += more
+    write_json(ns.json, "event_probe", figures)
 
 
 if __name__ == "__main__":
