@@ -88,8 +88,8 @@ class TubeletEmbed(nn.Module):
         """The tokens of the kept tubelets alone, ``[B, N_keep, D]`` in the order of ``keep`` (indices into the
         ``grid`` = (nt, nh, nw) tubelets, slice-major): each kept tubelet's pixels are gathered and projected by
         the same kernel, so a masked tubelet is never embedded. ``forward`` then ``gather`` computes the same
-        tokens, but embeds every tubelet first: at 75% masking four times the work, and an all-token output
-        and convolution buffers that outweigh a long clip's kept tokens. The gathered pixels are not held
+        tokens, but embeds every tubelet first: at 75% masking four times the work, and an output for every
+        tubelet. The gathered pixels are not held
         for the backward pass (the kernel's gradient gathers them again from the clip, which the step holds
         anyway), as the convolution holds nothing but its input."""
         if video.requires_grad:  # pixels that learn: plain autograd through the gather
