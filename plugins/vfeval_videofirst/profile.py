@@ -216,6 +216,7 @@ def _videofirst(args: dict[str, Any]) -> dict[str, Any]:
     video = torch.randn(batch, 3, frames, size, size, device=device)
     generator = mask_rng(0)  # masks are drawn with numpy (vfeval_videofirst.masking), as in training
     times = []
+    keep = None  # training draws its masks from ``generator``, step by step
     if kind == "train":
         model.train()
         set_trainable(dual, args.get("trainable_layers", -1), train_text=False, learn_temperature=False)
@@ -249,7 +250,7 @@ def _videofirst(args: dict[str, Any]) -> dict[str, Any]:
         times.append(time.perf_counter() - start)
     peak = _working_memory_mib(run, device)  # one more step, on its own: the profiler would slow a timed one
     with torch.no_grad():
-        x = model.tokens(video, keep=keep)[0] if kind != "train" else model.tokens(video, generator=generator)[0]
+        x = model.tokens(video, keep=keep, generator=generator)[0]
     tokens = x.shape[1] if x.dim() == 3 else x.shape[1] * x.shape[2]
     step_s = statistics.median(times)
     # The step's inputs, as XLA counts a compiled step's arguments: every weight of the tower, the optimizer's
