@@ -20,8 +20,8 @@ temporaries); beside it, the working memory of the same step without an optimize
 The stage-2 regime steps 2 clips at a time, the fewest with which a contrastive loss has a negative: at one
 clip the loss is 0 whatever the weights, and every gradient is 0. In all, a step also holds what no masking
 shrinks (weights, AdamW's moments, gradients and the batch: about 375 MiB for S at 128 frames of 112 px), so
-masking saves more the more clips a
-step holds; at 128 frames the memory of 4 clips a step (``--regime-memory-batches``) is measured too.
+masking saves more the more clips a step holds; at 128 frames the memory of 4 clips a step
+(``--regime-memory-batches``) is measured too.
 
 Time: all the configurations that a ratio compares are built in one process and stepped in interleaved
 rounds (``harness.interleaved``); each ratio is the ratio of the best times of the same rounds, with the range
