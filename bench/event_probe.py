@@ -3,6 +3,7 @@
     python bench/event_probe.py                        # the quickstart's stage-1 encoder, 1000 training videos
     python bench/event_probe.py --checkpoint runs/train-NAME/final.safetensors --videos 400
     python bench/event_probe.py --samples runs/captioner/msrvtt_captioning/videofirst-captioner/samples.jsonl
+    python bench/event_probe.py --tokenizer runs/train-recipes-vqvae/final.safetensors --videos 600
 
 A synthetic video shows its events one after another, each in its own slot of the clip, and its training
 caption lists each event's colour, shape and direction ("a red circle moves left, then ..."). Each event
@@ -16,7 +17,8 @@ its accuracy read on the last 20%, from:
 - the clip's pooled embedding, with the event's index.
 
 Reading an attribute in place but not from a mean locates it in the arrangement of the tokens, not in
-any token. With ``--samples`` (a captioning run on the synthetic MSR-VTT, whose first reference is the event
+any token. With ``--tokenizer`` (a ``vfeval_vimpac`` VQ tokenizer) the features are instead the share of each
+code in the event's frames, with how many codes the frames use: what VIMPAC's transformer can start from. With ``--samples`` (a captioning run on the synthetic MSR-VTT, whose first reference is the event
 list) the predictions are parsed as event lists: each attribute's accuracy, and CIDEr recomputed with
 one attribute replaced by the truth, or drawn at random: what reading that attribute is worth.
 """
@@ -61,52 +63,81 @@ def ridge_accuracy(x: np.ndarray, y: np.ndarray, parts: tuple[float, float] = (0
     return accuracy(weights(best), slice(val, n))
 
 
+def synthetic_events(captions: str, videos: int, frames: int, size: int):
+    """``(uint8 [T, S, S, 3] clip, [(colour, shape, direction), ...])`` of each of the first ``videos`` videos
+    whose captions include an event list, ``frames`` sampled uniformly at ``size`` px."""
+    from vfeval_videofirst.torch.data import CaptionedVideos
+
+    from vfeval.captions import read_captions
+    from vfeval.config import SamplingConfig
+
+    pairs = [p for p in read_captions(captions) if any(EVENT.search(c) for c in p.captions)][:videos]
+    clips = CaptionedVideos(pairs, SamplingConfig(mode="uniform", num_frames=frames, size=size, crop=size))
+    for i in range(len(clips)):
+        clip, texts, _ = clips[i]
+        yield clip, next(EVENT.findall(c) for c in texts if EVENT.search(c))
+
+
+def slot(k: int, events: int, n: int) -> slice:
+    """The share of ``n`` time steps (frames, slices) that event ``k`` of ``events`` occupies."""
+    return slice(k * n // events, (k + 1) * n // events)
+
+
 def event_features(checkpoint: str, captions: str, videos: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Per event of the first ``videos`` training videos: each feature set ``[events, F]`` and the labels
     ``[events, 3]`` (colour, shape, direction)."""
     import torch
     from vfeval_videofirst.checkpoint import read_config
     from vfeval_videofirst.config import VideoFirstConfig
-    from vfeval_videofirst.torch.data import CaptionedVideos
     from vfeval_videofirst.torch.encoder import build_model, preprocess
 
-    from vfeval.captions import read_captions
-    from vfeval.config import SamplingConfig
-
-    saved = read_config(checkpoint)
-    cfg = VideoFirstConfig(**{**saved, "checkpoint": checkpoint, "device": "cpu"})
+    cfg = VideoFirstConfig(**{**read_config(checkpoint), "checkpoint": checkpoint, "device": "cpu"})
     model = build_model(cfg)[0].video.eval()
-    t = cfg.tubelet[0]
-    pairs = [p for p in read_captions(captions) if any(EVENT.search(c) for c in p.captions)][:videos]
-    size = cfg.image_size
-    clips = CaptionedVideos(pairs, SamplingConfig(mode="uniform", num_frames=cfg.num_frames, size=size, crop=size))
+    t, size = cfg.tubelet[0], cfg.image_size
     feats: dict[str, list[np.ndarray]] = {k: [] for k in ("pixels", "tokens in place", "token mean",
                                                           "token mean per time slice", "pooled embedding")}
     labels = []
     with torch.no_grad():
-        for i in range(len(clips)):
-            frames, texts, _ = clips[i]
-            events = next(EVENT.findall(c) for c in texts if EVENT.search(c))
+        for frames, events in synthetic_events(captions, videos, cfg.num_frames, size):
             video = preprocess(frames[None], size, t, torch.device("cpu"))
             x, nt = model.encode(video)
             tokens = model.ln_post(x)[0, nt:].reshape(nt, -1, x.shape[-1]).numpy()  # [slices, patches, D]
             pooled = model(video)[0].numpy()
             pixels = frames.astype(np.float32) / 255
-            k_all = len(events)
             for k, event in enumerate(events):
-                s0, s1 = k * nt // k_all, (k + 1) * nt // k_all  # the event's time slices
-                mine = tokens[s0:s1]
-                feats["pixels"].append(pixels[s0 * t : s1 * t].ravel())
+                mine = tokens[slot(k, len(events), nt)]
+                feats["pixels"].append(pixels[slot(k, len(events), nt * t)].ravel())
                 feats["tokens in place"].append(mine.ravel())
                 feats["token mean"].append(mine.mean((0, 1)))
                 feats["token mean per time slice"].append(mine.mean(1).ravel())
-                feats["pooled embedding"].append(np.concatenate([pooled, np.eye(k_all)[k]]))
+                feats["pooled embedding"].append(np.concatenate([pooled, np.eye(len(events))[k]]))
                 labels.append(event)
     return {k: np.stack(v).astype(np.float64) for k, v in feats.items()}, np.array(labels)
 
 
-def probes(checkpoint: str, captions: str, videos: int) -> list[Figure]:
-    feats, labels = event_features(checkpoint, captions, videos)
+def code_features(tokenizer: str, captions: str, videos: int, frames: int = 16,
+                  size: int = 32) -> tuple[dict[str, np.ndarray], np.ndarray, list[Figure]]:
+    """A VQ tokenizer's codes (``vfeval_vimpac``) per event: the share of each code in the event's frames, and
+    the labels; with figures of the codebook's use over all the frames (codes used, perplexity)."""
+    import torch
+    from vfeval_vimpac.torch.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_file(tokenizer, torch.device("cpu"))
+    shares, labels, counts = [], [], np.zeros(tok.vocab)
+    for clip, events in synthetic_events(captions, videos, frames, size):
+        codes = tok.codes(clip, size).numpy().reshape(len(clip), -1)  # [T, codes of a frame]
+        counts += np.bincount(codes.ravel(), minlength=tok.vocab)
+        one_hot = np.eye(tok.vocab)[codes]
+        for k, event in enumerate(events):
+            shares.append(one_hot[slot(k, len(events), len(clip))].mean((0, 1)))
+            labels.append(event)
+    p = counts[counts > 0] / counts.sum()
+    figures = [single("codes in use", float((counts > 0).sum()), unit="codes", note=f"of {tok.vocab}"),
+               single("perplexity of the codes", float(np.exp(-(p * np.log(p)).sum())), unit="")]
+    return {"the share of each code": np.stack(shares)}, np.array(labels), figures
+
+
+def probes(feats: dict[str, np.ndarray], labels: np.ndarray) -> list[Figure]:
     figures = []
     for j, attribute in enumerate(ATTRIBUTES):
         test = labels[int(0.8 * len(labels)):, j]
@@ -158,11 +189,18 @@ def main() -> None:
     parser.add_argument("--captions", default="data/synthetic/train/captions.jsonl")
     parser.add_argument("--videos", type=int, default=1000)
     parser.add_argument("--samples", help="a captioning run's samples.jsonl on the synthetic MSR-VTT")
+    parser.add_argument("--tokenizer", help="probe a VQ tokenizer's codes (16 frames of 32 px) instead of an encoder")
     parser.add_argument("--json", help="also write the figures to this JSON file (for bench/run_all.py)")
     ns = parser.parse_args()
-    figures = probes(ns.checkpoint, ns.captions, ns.videos)
-    print_figures(f"events of {ns.videos} synthetic training videos through {ns.checkpoint}: ridge probes, "
-                  "test accuracy (60/20/20 split by video)", figures)
+    split = "ridge probes, test accuracy (60/20/20 split by video)"
+    if ns.tokenizer:
+        feats, labels, figures = code_features(ns.tokenizer, ns.captions, ns.videos)
+        figures += probes(feats, labels)
+        print_figures(f"events of {ns.videos} synthetic training videos in the codes of {ns.tokenizer}: {split}",
+                      figures)
+    else:
+        figures = probes(*event_features(ns.checkpoint, ns.captions, ns.videos))
+        print_figures(f"events of {ns.videos} synthetic training videos through {ns.checkpoint}: {split}", figures)
     if ns.samples:
         more = caption_figures(ns.samples)
         print_figures(f"event lists of {ns.samples}", more)

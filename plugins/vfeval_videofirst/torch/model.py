@@ -89,9 +89,8 @@ class TubeletEmbed(nn.Module):
         ``grid`` = (nt, nh, nw) tubelets, slice-major): each kept tubelet's pixels are gathered and projected by
         the same kernel, so a masked tubelet is never embedded. ``forward`` then ``gather`` computes the same
         tokens, but embeds every tubelet first: at 75% masking four times the work, and an output for every
-        tubelet. The gathered pixels are not held
-        for the backward pass (the kernel's gradient gathers them again from the clip, which the step holds
-        anyway), as the convolution holds nothing but its input."""
+        tubelet. The gathered pixels are not held for the backward pass (the kernel's gradient gathers them
+        again from the clip, which the step holds anyway), as the convolution holds nothing but its input."""
         if video.requires_grad:  # pixels that learn: plain autograd through the gather
             return kept_pixels(video, keep, grid, self.proj.kernel_size) @ self.proj.weight.flatten(1).T
         return _ProjectKept.apply(self.proj.weight, video, keep, grid)
