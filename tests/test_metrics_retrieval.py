@@ -174,7 +174,7 @@ def _exact_ranks(t, v, tv, among):
     return text_to_video(sim, tv), video_to_text(sim, tv, among=among)
 
 
-@pytest.mark.parametrize("case", ["random", "duplicates", "near-ties", "integers", "wide"])
+@pytest.mark.parametrize("case", ["random", "duplicates", "near-ties", "integers", "wide", "all-above"])
 def test_ranks_from_embeddings_are_the_ranks_of_the_exact_matrix(case):
     from vfeval.metrics.retrieval import ranks_from_embeddings
 
@@ -196,6 +196,10 @@ def test_ranks_from_embeddings_are_the_ranks_of_the_exact_matrix(case):
         v = rng.integers(-2, 3, (300, 32)).astype(np.float32)
         t = rng.integers(-2, 3, (300, 32)).astype(np.float32)
         tv = np.arange(300)
+    elif case == "all-above":  # each caption opposite its video: every count at its largest, in whole tiles
+        v = rng.standard_normal((2560, 16)).astype(np.float32)
+        tv = np.r_[np.arange(2560), rng.integers(0, 2560, 300)]
+        t = -v[tv]
     else:
         v = rng.standard_normal((200, 1024)).astype(np.float32)
         t = (v[np.arange(200)] + 0.5 * rng.standard_normal((200, 1024))).astype(np.float32)

@@ -32,7 +32,8 @@ while it is compared with the thresholds, and a matmul of this shape runs at the
 SIM_BLOCK = (512, 1024)
 """Rows x columns of the similarity matrix computed at a time (4 MiB of float64 per temporary)."""
 _NORM_EPS = 1e-12
-_EXACT_CHUNK = 4096
+_EXACT_CHUNK = 2048
+_NORM_CHUNK = 1024
 
 
 def _normalise(emb: np.ndarray, name: str) -> np.ndarray:
@@ -40,12 +41,22 @@ def _normalise(emb: np.ndarray, name: str) -> np.ndarray:
     x = np.asarray(emb)
     if x.ndim != 2 or not np.issubdtype(x.dtype, np.number):
         raise UsageError(f"{name} must be a numeric 2-D array [N, D], got shape {x.shape} of {x.dtype}")
-    x = x.astype(np.float32, copy=False).astype(np.float64)
-    if not np.isfinite(x).all():
-        bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
-        raise UsageError(f"{name} have NaN or infinite values in {bad.size} rows (first: {bad[:5].tolist()})")
-    norm = np.sqrt(np.sum(x * x, axis=1))  # squares of float32 values are exact in float64
-    return (x / np.maximum(norm, _NORM_EPS)[:, None]).astype(np.float32)
+    x = x.astype(np.float32, copy=False)
+    out = np.empty(x.shape, dtype=np.float32)
+    # Blocks of rows, so the float64 temporaries stay in cache; each row is computed alone, whatever the block.
+    for start in range(0, x.shape[0], _NORM_CHUNK):
+        block = x[start : start + _NORM_CHUNK].astype(np.float64)
+        # Squares of float32 values are exact in float64 and cannot overflow there: the sum is finite
+        # exactly when the row is.
+        sq = np.sum(block * block, axis=1)
+        if not np.isfinite(sq).all():
+            bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+            raise UsageError(
+                f"{name} have NaN or infinite values in {bad.size} rows (first: {bad[:5].tolist()})"
+            )
+        np.divide(block, np.maximum(np.sqrt(sq), _NORM_EPS)[:, None], out=block)
+        out[start : start + block.shape[0]] = block
+    return out
 
 
 def _round_exact(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -109,27 +120,32 @@ def similarity(text_emb: np.ndarray, video_emb: np.ndarray) -> np.ndarray:
 def _exact_entries(t: np.ndarray, v: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """``similarity``'s entries ``[rows[i], cols[i]]`` alone: float32 of the exactly summed dot product.
     t, v: float32 unit rows. Returns float32 [len(rows)]."""
-    if rows.size == 0:
-        return np.empty(0, dtype=np.float32)
-    a, b = t[rows].astype(np.float64), v[cols].astype(np.float64)
-    approx = np.einsum("ij,ij->i", a, b)
-    bound = 2.0 * a.shape[1] * np.finfo(np.float64).eps
-    out = approx.astype(np.float32)
-    undecided = np.flatnonzero((approx - bound).astype(np.float32) != (approx + bound).astype(np.float32))
-    if undecided.size:
-        out[undecided] = _round_exact(a[undecided], b[undecided])
+    out = np.empty(rows.size, dtype=np.float32)
+    bound = 2.0 * t.shape[1] * np.finfo(np.float64).eps
+    # A chunk of gathered float64 rows at a time, small enough to stay in cache: gathering all of them first
+    # costs about three times as much when a retrieval has many entries near its thresholds.
+    for start in range(0, rows.size, _EXACT_CHUNK):
+        r, c = rows[start : start + _EXACT_CHUNK], cols[start : start + _EXACT_CHUNK]
+        a, b = t[r].astype(np.float64), v[c].astype(np.float64)
+        approx = np.einsum("ij,ij->i", a, b)
+        part = approx.astype(np.float32)
+        undecided = np.flatnonzero((approx - bound).astype(np.float32) != (approx + bound).astype(np.float32))
+        if undecided.size:
+            part[undecided] = _round_exact(a[undecided], b[undecided])
+        out[start : start + part.size] = part
     return out
 
 
 def _float32_bound(dim: int) -> float:
     """How far a float32 matmul entry of two float32 unit vectors can be from ``similarity``'s entry.
 
-    Any order of float32 summation of D products is within gamma_D = D u / (1 - D u) of the exact dot
-    product for unit vectors (Higham, Accuracy and Stability of Numerical Algorithms, 3.1; u = 2^-24,
-    and the products' sum of magnitudes is at most 1 by Cauchy-Schwarz), and ``similarity`` rounds the exact
-    value once more (u). Doubled for the float32 norms, which are unit only to within a few u."""
+    Any order of float32 summation of D products (with or without fused multiply-adds) is within
+    gamma_D * sum_k |a_k b_k| of the exact dot product, gamma_D = D u / (1 - D u) (Higham, Accuracy and
+    Stability of Numerical Algorithms, 3.1; u = 2^-24). By Cauchy-Schwarz the sum is at most |a| |b|, and
+    rows rounded to float32 from exact unit vectors have |a| <= 1 + u, hence the factor (1 + 2u)^2 (with
+    slack). ``similarity`` rounds the exact value to float64 and then to float32: at most 2u more."""
     u = 2.0**-24
-    return 2.0 * (dim * u / (1 - dim * u) + u)
+    return dim * u / (1 - dim * u) * (1 + 2 * u) ** 2 + 2 * u
 
 
 def ranks_from_embeddings(
@@ -178,36 +194,47 @@ def ranks_from_embeddings(
     v_tiles = [(c0, np.ascontiguousarray(v[c0 : c0 + cols_per].T)) for c0 in range(0, n_videos, cols_per)]
     block_buf = np.empty(rows_per * cols_per, dtype=np.float32)
     clear, inside = np.empty(rows_per * cols_per, dtype=bool), np.empty(rows_per * cols_per, dtype=bool)
+    # Per row block, the flags of every column tile added up position by position (at most 255 tiles, so a byte
+    # holds the count); one sum along the rows at the end of the block then gives each row's count.
+    row_flags = np.zeros(rows_per * cols_per, dtype=np.uint8)
     for r0 in range(0, n_texts, rows_per):
         t_rows = t[r0 : r0 + rows_per]
         lo, hi = row_lo[r0 : r0 + rows_per, None], row_hi[r0 : r0 + rows_per, None]
-        for c0, v_tile in v_tiles:
+        flags = row_flags[: t_rows.shape[0] * cols_per].reshape(t_rows.shape[0], cols_per)
+        flags.fill(0)
+        for k, (c0, v_tile) in enumerate(v_tiles):
             shape = (t_rows.shape[0], v_tile.shape[1])
             size = shape[0] * shape[1]  # contiguous views of the buffers, whatever the tile's shape
             block = np.matmul(t_rows, v_tile, out=block_buf[:size].reshape(shape))  # float32, within delta
             gt, band = clear[:size].reshape(shape), inside[:size].reshape(shape)
-            # Text to video: per row, entries >= the row's own score.
+            # Text to video: per row, entries above the row's band, and those inside it.
             np.greater(block, hi, out=gt)
-            above[r0 : r0 + shape[0]] += gt.view(np.uint8).sum(axis=1, dtype=np.int32)  # a tile's counts fit
+            np.add(flags[:, : shape[1]], gt.view(np.uint8), out=flags[:, : shape[1]])
             np.greater_equal(block, lo, out=band)
             np.not_equal(band, gt, out=band)  # lo <= entry <= hi (gt implies >= lo)
-            rows, cols = np.divmod(np.flatnonzero(band), shape[1])  # flat: much faster than a 2-D nonzero
-            band_rows.append(rows + r0)
-            band_cols.append(cols + c0)
-            if v2t is not None:  # video to text: per column, entries >= the video's best own score
+            if band.any():
+                rows, cols = np.divmod(np.flatnonzero(band), shape[1])  # flat: much faster than a 2-D nonzero
+                band_rows.append(rows + r0)
+                band_cols.append(cols + c0)
+            if v2t is not None:  # video to text: per column, entries above the video's best own score's band
                 np.greater(block, col_hi[c0 : c0 + shape[1]], out=gt)
-                at_least_best[c0 : c0 + shape[1]] += gt.view(np.uint8).sum(axis=0, dtype=np.int16)  # <= rows_per
+                at_least_best[c0 : c0 + shape[1]] += _count_along_columns(gt)
                 np.greater_equal(block, col_lo[c0 : c0 + shape[1]], out=band)
                 np.not_equal(band, gt, out=band)
-                rows, cols = np.divmod(np.flatnonzero(band), shape[1])
-                col_band_rows.append(rows + r0)
-                col_band_cols.append(cols + c0)
+                if band.any():
+                    rows, cols = np.divmod(np.flatnonzero(band), shape[1])
+                    col_band_rows.append(rows + r0)
+                    col_band_cols.append(cols + c0)
+            if k % 255 == 254 or k == len(v_tiles) - 1:
+                above[r0 : r0 + shape[0]] += _count_along_rows(flags)
+                flags.fill(0)
         # The band's entries of this row block, exactly (a block at a time bounds memory when all are in it).
-        rows, cols = np.concatenate(band_rows), np.concatenate(band_cols)
-        exact = _exact_entries(t, v, rows, cols)
-        above += np.bincount(rows, weights=exact >= own[rows], minlength=n_texts).astype(np.int64)
-        band_rows.clear(), band_cols.clear()
-        if v2t is not None:
+        if band_rows:
+            rows, cols = np.concatenate(band_rows), np.concatenate(band_cols)
+            exact = _exact_entries(t, v, rows, cols)
+            above += np.bincount(rows, weights=exact >= own[rows], minlength=n_texts).astype(np.int64)
+            band_rows.clear(), band_cols.clear()
+        if col_band_rows:
             rows, cols = np.concatenate(col_band_rows), np.concatenate(col_band_cols)
             exact = _exact_entries(t, v, rows, cols)
             at_least_best += np.bincount(cols, weights=exact >= best[cols], minlength=n_videos).astype(np.int64)
@@ -227,6 +254,26 @@ def _band(threshold: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
     lo = np.where(lo.astype(np.float64) > t - delta, np.nextafter(lo, np.float32(-np.inf)), lo)
     hi = np.where(hi.astype(np.float64) < t + delta, np.nextafter(hi, np.float32(np.inf)), hi)
     return lo.astype(np.float32), hi.astype(np.float32)
+
+
+def _count_along_rows(counts: np.ndarray) -> np.ndarray:
+    """The sum of each row of a C-contiguous uint8 [R, C], as int64 [R]."""
+    return counts.sum(axis=1, dtype=np.int64)
+
+
+def _count_along_columns(flags: np.ndarray) -> np.ndarray:
+    """The number of True entries in each column of a C-contiguous bool [R, C], as int64 [C].
+
+    Rows are added as uint64 words (eight columns each, a byte per column), in runs of at most 255 rows so
+    that no byte's count carries into its neighbour's."""
+    n_rows, n_cols = flags.shape
+    if n_cols % 8:
+        return flags.sum(axis=0, dtype=np.int64)
+    words = flags.view(np.uint64)  # [R, C / 8]
+    counts = np.zeros(n_cols, dtype=np.int64)
+    for start in range(0, n_rows, 255):
+        counts += words[start : start + 255].sum(axis=0, dtype=np.uint64).view(np.uint8)
+    return counts
 
 
 def _check_matrix(sim: np.ndarray) -> np.ndarray:
