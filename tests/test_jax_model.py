@@ -270,3 +270,28 @@ def test_vfeval_run_refuses_a_backend_it_cannot_use(tmp_path, backend, block_jax
     assert len(lines) == 1 and message in lines[0], res.stderr
     assert "torch" in lines[0]  # names the backend that does work
     assert not (tmp_path / "runs").exists()
+
+
+def test_blocked_attention_is_softmax_attention_with_either_mask():
+    """Long inputs go through ``attention`` in blocks of queries (the last one padded): the same numbers as
+    one softmax over all keys, with a key mask or an additive mask, whose rows travel with their block."""
+    import jax.numpy as jnp
+
+    from vfeval_videofirst.jax.model import QUERY_CHUNK, attention
+
+    rng = np.random.default_rng(0)
+    b, n, h, d = 2, QUERY_CHUNK * 2 + 37, 2, 8
+    q, k, v = (rng.standard_normal((b, n, h, d)).astype(np.float32) for _ in range(3))
+    keys = rng.random((b, n)) < 0.8
+    bias = np.where(rng.random((b, 1, n, n)) < 0.7, 0.0, -1e30).astype(np.float32)
+    bias[..., 0] = 0.0  # every query sees at least one key
+
+    def reference(extra: np.ndarray) -> np.ndarray:  # [B, heads, N, N] additive
+        logits = np.einsum("bqhd,bkhd->bhqk", q.astype(np.float64), k) / np.sqrt(d) + extra
+        w = np.exp(logits - logits.max(-1, keepdims=True))
+        return np.einsum("bhqk,bkhd->bqhd", w / w.sum(-1, keepdims=True), v)
+
+    got = np.asarray(attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), jnp.asarray(keys)))
+    np.testing.assert_allclose(got, reference(np.where(keys[:, None, None, :], 0.0, -1e30)), atol=1e-5)
+    got = np.asarray(attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), jnp.asarray(bias)))
+    np.testing.assert_allclose(got, reference(bias), atol=1e-5)

@@ -374,6 +374,29 @@ def keyframe_interval(container: Container, stream: Stream) -> float:
     return max(0.0, (last or 0.0) - (first or 0.0))
 
 
+_EXACT_REWIND = frozenset({"mov", "mp4", "matroska", "webm"})
+"""Demuxers (FFmpeg's names) whose seek back to the first keyframe lands exactly where a fresh open starts:
+they seek by an index of the file's samples. Elsewhere (MPEG-TS, which seeks by scanning, lands on the next
+keyframe) the interval is read through a second demuxer."""
+
+
+def keyframe_interval_from_start(container: Container, stream: Stream) -> float:
+    """``keyframe_interval`` of a container that nothing has read yet, which is left at its start again.
+
+    Where the format rewinds exactly (``_EXACT_REWIND``) the packets are read in ``container`` and it seeks back
+    to its first keyframe: about a fifth of the cost of opening the file a second time (1 ms against 5 for a
+    1-minute 480p H.264 file, ``bench/decode.py``). Elsewhere a second demuxer reads them."""
+    if _EXACT_REWIND.intersection(container.format.name.split(",")):
+        gop = keyframe_interval(container, stream)
+        try:
+            container.seek(stream.start_time or 0, stream=stream, backward=True, any_frame=False)
+        except av.error.FFmpegError as exc:  # a Matroska file cut before its index: read from a fresh open
+            raise _Unseekable(str(exc)) from exc
+        return gop
+    with av.open(container.name) as probe:
+        return keyframe_interval(probe, probe.streams.video[0])
+
+
 def choose_strategy(n_times: int, last_time: float, gop: float, margin: float = SKIP_MARGIN, readers: int = 1) -> str:
     """``"decode-all"`` or ``"seek"`` for ``n_times`` wanted frames up to ``last_time`` seconds from the start.
 
@@ -401,12 +424,8 @@ def _pick_by_density(
     container: Container, stream: Stream, times: np.ndarray, convert: _Converter, readers: int = 1
 ) -> tuple[Picked, float | None]:
     """``_pick_decoding_all`` or ``_pick_seeking``, whichever ``choose_strategy`` picks for this video."""
-    gop = 0.0  # several readers seek whatever the density (``choose_strategy``): no interval to read then
-    if readers == 1:
-        # The keyframe interval is read through a second demuxer, so this one stays at the start of the file:
-        # seeking back to the start is not exact everywhere (in MPEG-TS it lands on the next keyframe).
-        with av.open(container.name) as probe:
-            gop = keyframe_interval(probe, probe.streams.video[0])
+    # Several readers seek whatever the density (``choose_strategy``): no interval to read then.
+    gop = keyframe_interval_from_start(container, stream) if readers == 1 else 0.0
     rate = stream.average_rate or stream.guessed_rate
     margin = max(SKIP_MARGIN, 3 / float(rate)) if rate else SKIP_MARGIN  # as the cursor's
     last = float(times[-1]) if len(times) else 0.0
