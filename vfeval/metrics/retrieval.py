@@ -226,7 +226,7 @@ def ranks_from_embeddings(
                     col_band_rows.append(rows + r0)
                     col_band_cols.append(cols + c0)
             if k % 255 == 254 or k == len(v_tiles) - 1:
-                above[r0 : r0 + shape[0]] += _count_along_rows(flags)
+                above[r0 : r0 + shape[0]] += flags.sum(axis=1, dtype=np.int64)
                 flags.fill(0)
         # The band's entries of this row block, exactly (a block at a time bounds memory when all are in it).
         if band_rows:
@@ -254,11 +254,6 @@ def _band(threshold: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
     lo = np.where(lo.astype(np.float64) > t - delta, np.nextafter(lo, np.float32(-np.inf)), lo)
     hi = np.where(hi.astype(np.float64) < t + delta, np.nextafter(hi, np.float32(np.inf)), hi)
     return lo.astype(np.float32), hi.astype(np.float32)
-
-
-def _count_along_rows(counts: np.ndarray) -> np.ndarray:
-    """The sum of each row of a C-contiguous uint8 [R, C], as int64 [R]."""
-    return counts.sum(axis=1, dtype=np.int64)
 
 
 def _count_along_columns(flags: np.ndarray) -> np.ndarray:
