@@ -120,7 +120,7 @@ def main() -> None:
     figures = []
     for name, path in paths.items():
         window = VideoWindow(name, str(path))
-        gop = probe_gop(path)
+        gop = probe(path)[0]
         for label, sampling in samplings.items():
             for threads in args.threads:
                 out: dict[str, list] = {}
@@ -131,7 +131,7 @@ def main() -> None:
 
                 variants = {s: (lambda s=s: reader(s)) for s in ("decode-all", "seek", "auto")}
                 probes: list[float] = []  # what auto adds before it decodes, timed inside its round
-                variants["probe"] = lambda path=path, probes=probes: probes.append(time_probe(path))
+                variants["probe"] = lambda path=path, probes=probes: probes.append(probe(path)[1])
                 times = interleaved(variants, args.repeat)
                 times["probe"] = probes[-args.repeat :]  # the timed rounds' (the first call was the warm-up's)
                 same = all(np.array_equal(a.frames, b.frames) for s in ("seek", "auto")
@@ -159,20 +159,14 @@ def main() -> None:
     write_json(args.json, "decode", figures)
 
 
-def probe_gop(path: Path) -> float:
-    """Seconds between the first two keyframes, as ``read_window``'s ``auto`` strategy finds it."""
-    with av.open(str(path)) as container:
-        return keyframe_interval_from_start(container, container.streams.video[0])
-
-
-def time_probe(path: Path) -> float:
-    """Seconds that ``auto``'s probe takes in a container opened as every strategy opens it (not counted: the
-    open, which decode-all pays too): reading the keyframe interval and rewinding, or a second demuxer."""
+def probe(path: Path) -> tuple[float, float]:
+    """``auto``'s probe in a container opened as every strategy opens it: the keyframe interval it finds, in
+    seconds, and the seconds the probe took (not counted: the open, which decode-all pays too)."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         start = time.perf_counter()
-        keyframe_interval_from_start(container, stream)
-        return time.perf_counter() - start
+        gop = keyframe_interval_from_start(container, stream)
+        return gop, time.perf_counter() - start
 
 
 if __name__ == "__main__":

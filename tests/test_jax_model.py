@@ -273,10 +273,9 @@ def test_vfeval_run_refuses_a_backend_it_cannot_use(tmp_path, backend, block_jax
 
 
 def test_blocked_attention_is_softmax_attention_with_either_mask():
-    """Long inputs go through ``attention`` in blocks of queries (the last one padded): the same numbers as
+    """Long inputs go through ``attention`` in blocks of queries (the last one shorter): the same numbers as
     one softmax over all keys, with a key mask or an additive mask, whose rows travel with their block."""
     import jax.numpy as jnp
-
     from vfeval_videofirst.jax.model import QUERY_CHUNK, attention
 
     rng = np.random.default_rng(0)

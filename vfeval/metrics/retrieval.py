@@ -200,8 +200,8 @@ def ranks_from_embeddings(
     for r0 in range(0, n_texts, rows_per):
         t_rows = t[r0 : r0 + rows_per]
         lo, hi = row_lo[r0 : r0 + rows_per, None], row_hi[r0 : r0 + rows_per, None]
+        # Zero: the buffer starts so, and each flush below zeroes it again.
         flags = row_flags[: t_rows.shape[0] * cols_per].reshape(t_rows.shape[0], cols_per)
-        flags.fill(0)
         for k, (c0, v_tile) in enumerate(v_tiles):
             shape = (t_rows.shape[0], v_tile.shape[1])
             size = shape[0] * shape[1]  # contiguous views of the buffers, whatever the tile's shape
