@@ -294,3 +294,34 @@ def test_blocked_attention_is_softmax_attention_with_either_mask():
     np.testing.assert_allclose(got, reference(np.where(keys[:, None, None, :], 0.0, -1e30)), atol=1e-5)
     got = np.asarray(attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), jnp.asarray(bias)))
     np.testing.assert_allclose(got, reference(bias), atol=1e-5)
+
+
+def test_per_head_attention_is_softmax_attention_and_trains_as_the_blocked_one():
+    """Long unmasked inputs, not differentiated, run one head at a time in blocks of ``HEAD_CHUNK`` queries (the
+    last one shorter): the numbers of one softmax over all keys. Differentiated, the forward and the gradient are
+    the blocked path's, bit for bit, so a training step does not change."""
+    import jax
+    import jax.numpy as jnp
+    from vfeval_videofirst.jax import model as jm
+
+    rng = np.random.default_rng(1)
+    b, n, h, d = 2, max(jm.HEAD_CHUNK + 37, jm.PER_HEAD_MIN), 2, 8
+    q, k, v = (jnp.asarray(rng.standard_normal((b, n, h, d)).astype(np.float32)) for _ in range(3))
+    q64, k64, v64 = (np.asarray(x, np.float64) for x in (q, k, v))
+    logits = np.einsum("bqhd,bkhd->bhqk", q64, k64) / np.sqrt(d)
+    w = np.exp(logits - logits.max(-1, keepdims=True))
+    reference = np.einsum("bhqk,bkhd->bqhd", w / w.sum(-1, keepdims=True), v64)
+
+    fast = np.asarray(jax.jit(jm.attention)(q, k, v))
+    np.testing.assert_allclose(fast, reference, atol=1e-5)
+    blocked = np.asarray(jm._attention_blocks(q, k, v, None))
+    assert not np.array_equal(fast, blocked)  # another summation: the per-head path is the one taken
+
+    weights = jnp.asarray(rng.standard_normal((b, n, h, d)).astype(np.float32))
+    def loss(path):
+        return lambda *qkv: jnp.sum(path(*qkv) * weights)
+    got = jax.value_and_grad(loss(jm.attention), argnums=(0, 1, 2))(q, k, v)
+    want = jax.value_and_grad(loss(lambda *qkv: jm._attention_blocks(*qkv, None)), argnums=(0, 1, 2))(q, k, v)
+    assert float(got[0]) == float(want[0])
+    for g, g_ref in zip(got[1], want[1], strict=True):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(g_ref))
