@@ -318,8 +318,10 @@ def test_per_head_attention_is_softmax_attention_and_trains_as_the_blocked_one()
     assert not np.array_equal(fast, blocked)  # another summation: the per-head path is the one taken
 
     weights = jnp.asarray(rng.standard_normal((b, n, h, d)).astype(np.float32))
+
     def loss(path):
         return lambda *qkv: jnp.sum(path(*qkv) * weights)
+
     got = jax.value_and_grad(loss(jm.attention), argnums=(0, 1, 2))(q, k, v)
     want = jax.value_and_grad(loss(lambda *qkv: jm._attention_blocks(*qkv, None)), argnums=(0, 1, 2))(q, k, v)
     assert float(got[0]) == float(want[0])
