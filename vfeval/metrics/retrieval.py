@@ -126,12 +126,13 @@ def _exact_entries(t: np.ndarray, v: np.ndarray, rows: np.ndarray, cols: np.ndar
     # costs about three times as much when a retrieval has many entries near its thresholds.
     for start in range(0, rows.size, _EXACT_CHUNK):
         r, c = rows[start : start + _EXACT_CHUNK], cols[start : start + _EXACT_CHUNK]
-        a, b = t[r].astype(np.float64), v[c].astype(np.float64)
-        approx = np.einsum("ij,ij->i", a, b)
+        a, b = t[r], v[c]
+        # Cast to float64 inside the loop, so the products are exact without float64 copies of the rows.
+        approx = np.einsum("ij,ij->i", a, b, dtype=np.float64)
         part = approx.astype(np.float32)
         undecided = np.flatnonzero((approx - bound).astype(np.float32) != (approx + bound).astype(np.float32))
         if undecided.size:
-            part[undecided] = _round_exact(a[undecided], b[undecided])
+            part[undecided] = _round_exact(a[undecided].astype(np.float64), b[undecided].astype(np.float64))
         out[start : start + part.size] = part
     return out
 
