@@ -327,3 +327,33 @@ def test_per_head_attention_is_softmax_attention_and_trains_as_the_blocked_one()
     assert float(got[0]) == float(want[0])
     for g, g_ref in zip(got[1], want[1], strict=True):
         np.testing.assert_array_equal(np.asarray(g), np.asarray(g_ref))
+
+
+def test_materialised_gradient_passes_the_cotangent_unchanged():
+    """The identity in the forward pass; its VJP (a product with the identity matrix on CPU, to stop XLA's CPU
+    fusion from recomputing the residual stream's gradient in every block) returns the cotangent bit for bit,
+    so a block's gradient is the one it would have without it."""
+    from unittest import mock
+
+    import jax
+    import jax.numpy as jnp
+    from vfeval_videofirst.jax import model as jm
+
+    rng = np.random.default_rng(2)
+    g = (rng.standard_normal((2, 5, 16)) * 10.0 ** rng.integers(-30, 30, (2, 5, 16))).astype(np.float32)
+    x = jnp.asarray(rng.standard_normal((2, 5, 16)).astype(np.float32))
+    out, vjp = jax.vjp(jm.materialised_gradient, x)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(x))
+    np.testing.assert_array_equal(np.asarray(vjp(jnp.asarray(g))[0]), g)
+
+    blocks = [jm.Block(16, 2, 32, "gelu", rng=rng) for _ in range(3)]
+
+    def loss(x):
+        for block in blocks:
+            x = block(x)
+        return jnp.sum(x * x)
+
+    got = jax.jit(jax.grad(loss))(x)
+    with mock.patch.object(jm, "materialised_gradient", lambda x: x):
+        want = jax.jit(jax.grad(loss))(x)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-6)
