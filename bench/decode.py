@@ -15,11 +15,12 @@ one of the two per video from the wanted frames per keyframe interval; with seve
 decodes everything it runs decode-all's code after reading the keyframe interval from packet headers in the
 same container and rewinding it (a second demuxer for MPEG-TS), so it is slower only by that probe, which is
 timed in the same rounds, in a container opened as every strategy opens it, and reported as a share of
-decode-all (target at most 1%); the ratio of the two whole reads is reported too, but its spread is the machine's noise. It checks
-that all three return the same frames, and prints the best of ``--repeat`` interleaved rounds and the speed-ups
-over decode-all, each with the spread of its per-round ratios. ``--threads``: threads per read (1 is what each
-worker of a process pool uses when there are as many workers as cores; 0 uses every core: decode-all gives
-them to FFmpeg, seeking to readers of runs of the wanted times, side by side).
+decode-all (target at most 1%); the ratio of the two whole reads is reported too, but its spread is the
+machine's noise. It checks that all three return the same frames, and prints the best of ``--repeat``
+interleaved rounds and the speed-ups over decode-all, each with the spread of its per-round ratios.
+``--threads``: threads per read (1 is what each worker of a process pool uses when there are as many workers
+as cores; 0 uses every core: decode-all gives them to FFmpeg, seeking to readers of runs of the wanted times,
+side by side).
 
 Seeking cannot skip the frames between a keyframe and a wanted time, so on one thread its gain is bounded by
 the keyframe interval: with 8.3 s between keyframes, 16 frames of a 3-minute video still need about a third of

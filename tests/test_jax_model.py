@@ -272,6 +272,15 @@ def test_vfeval_run_refuses_a_backend_it_cannot_use(tmp_path, backend, block_jax
     assert not (tmp_path / "runs").exists()
 
 
+def softmax_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, extra: np.ndarray | float = 0.0) -> np.ndarray:
+    """One softmax over all keys in float64: q, k, v ``[B, N, heads, d]``, ``extra`` an additive
+    ``[B, heads, N, N]`` mask → ``[B, N, heads, d]``."""
+    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
+    logits = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(q.shape[-1]) + extra
+    w = np.exp(logits - logits.max(-1, keepdims=True))
+    return np.einsum("bhqk,bkhd->bqhd", w / w.sum(-1, keepdims=True), v)
+
+
 def test_blocked_attention_is_softmax_attention_with_either_mask():
     """Long inputs go through ``attention`` in blocks of queries (the last one shorter): the same numbers as
     one softmax over all keys, with a key mask or an additive mask, whose rows travel with their block."""
@@ -285,15 +294,11 @@ def test_blocked_attention_is_softmax_attention_with_either_mask():
     bias = np.where(rng.random((b, 1, n, n)) < 0.7, 0.0, -1e30).astype(np.float32)
     bias[..., 0] = 0.0  # every query sees at least one key
 
-    def reference(extra: np.ndarray) -> np.ndarray:  # [B, heads, N, N] additive
-        logits = np.einsum("bqhd,bkhd->bhqk", q.astype(np.float64), k) / np.sqrt(d) + extra
-        w = np.exp(logits - logits.max(-1, keepdims=True))
-        return np.einsum("bhqk,bkhd->bqhd", w / w.sum(-1, keepdims=True), v)
-
     got = np.asarray(attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), jnp.asarray(keys)))
-    np.testing.assert_allclose(got, reference(np.where(keys[:, None, None, :], 0.0, -1e30)), atol=1e-5)
+    want = softmax_attention(q, k, v, np.where(keys[:, None, None, :], 0.0, -1e30))
+    np.testing.assert_allclose(got, want, atol=1e-5)
     got = np.asarray(attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), jnp.asarray(bias)))
-    np.testing.assert_allclose(got, reference(bias), atol=1e-5)
+    np.testing.assert_allclose(got, softmax_attention(q, k, v, bias), atol=1e-5)
 
 
 def test_per_head_attention_is_softmax_attention_and_trains_as_the_blocked_one():
@@ -307,13 +312,9 @@ def test_per_head_attention_is_softmax_attention_and_trains_as_the_blocked_one()
     rng = np.random.default_rng(1)
     b, n, h, d = 2, max(jm.HEAD_CHUNK + 37, jm.PER_HEAD_MIN), 2, 8
     q, k, v = (jnp.asarray(rng.standard_normal((b, n, h, d)).astype(np.float32)) for _ in range(3))
-    q64, k64, v64 = (np.asarray(x, np.float64) for x in (q, k, v))
-    logits = np.einsum("bqhd,bkhd->bhqk", q64, k64) / np.sqrt(d)
-    w = np.exp(logits - logits.max(-1, keepdims=True))
-    reference = np.einsum("bhqk,bkhd->bqhd", w / w.sum(-1, keepdims=True), v64)
 
     fast = np.asarray(jax.jit(jm.attention)(q, k, v))
-    np.testing.assert_allclose(fast, reference, atol=1e-5)
+    np.testing.assert_allclose(fast, softmax_attention(q, k, v), atol=1e-5)
     blocked = np.asarray(jm._attention_blocks(q, k, v, None))
     assert not np.array_equal(fast, blocked)  # another summation: the per-head path is the one taken
 
