@@ -7,6 +7,7 @@ Nothing here is timed: timings are given, or the test checks frames and bytes, n
 
 from __future__ import annotations
 
+import mmap
 import sys
 from pathlib import Path
 
@@ -90,14 +91,19 @@ def test_a_memory_peak_is_the_growth_of_this_process_after_the_reset():
 
     if profile.memory_source() != "VmHWM":
         pytest.skip("no /proc/self/status here")
-    ballast = np.ones(48 * 2**20 // 8)  # a high-water mark the measurement must not see
-    ballast[::512] = 2.0
-    del ballast
+    def touched(mib: int) -> mmap.mmap:
+        # Fresh anonymous pages, each written once: malloc could instead hand back memory that an earlier
+        # test freed and that is still resident, which adds nothing to the resident set.
+        pages = mmap.mmap(-1, mib * 2**20)
+        np.frombuffer(pages, dtype=np.uint8)[::4096] = 1
+        return pages
+
+    ballast = touched(48)  # a high-water mark the measurement must not see
+    ballast.close()
     base = profile.reset_peak_rss()
-    work = np.ones(24 * 2**20 // 8)
-    work[::512] = 3.0
+    work = touched(24)
     grown = profile.peak_rss_mib() - base
-    del work
+    work.close()
     assert 20 <= grown <= 40, grown
 
 
