@@ -246,6 +246,17 @@ def test_two_devices_with_the_global_batch_reach_the_weights_of_one(tmp_path, da
     assert not np.array_equal(a["video.head.weight"], weights(straight.parent / "step-0000002.safetensors")["video.head.weight"])
 
 
+def test_a_batch_that_does_not_split_over_the_devices_is_one_line_and_no_run(tmp_path, data):
+    proc = vfeval_train(write_config(tmp_path, data, "odd"), "optim.batch_size=3", devices=2)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err[-3000:]
+    assert err.strip().splitlines() == [
+        "error: config: bad value for 'optim.batch_size': 3; each process shards its clips over its 2 devices, "
+        "so use a multiple of 2"
+    ]
+    assert not (tmp_path / "train-odd").exists()
+
+
 def test_a_run_killed_with_sigkill_resumes_to_identical_weights(tmp_path, data, straight):
     config = write_config(tmp_path, data, "killed")
     run = tmp_path / "train-killed"

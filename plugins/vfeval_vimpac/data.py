@@ -29,7 +29,6 @@ from vfeval_videofirst.data import Schedule, read_clip, stack_clips
 from vfeval.captions import CaptionedClip
 from vfeval.config import SamplingConfig
 
-
 _WINDOW_STREAM = 2
 """Which generator of ``window_rng`` a draw uses: the masks use streams 0 and 1 (a video's two clips)."""
 

@@ -218,11 +218,7 @@ def _train(cfg: DistillConfig, pairs: list, place: sharding.Placement) -> Path:
     finished, resume_from = run_files.resume_point(out, snapshot, cfg.resume)
     if finished:
         return final
-    if cfg.optim.batch_size % place.local_devices:
-        raise UsageError(
-            f"config: bad value for 'optim.batch_size': {cfg.optim.batch_size}; each process shards its clips "
-            f"over its {place.local_devices} devices, so use a multiple of {place.local_devices}"
-        )
+    place.check_batch(cfg.optim.batch_size, "clips")
 
     objective, model, params = build(cfg)
     trainable = {k: v for k, v in params.items() if learns(k, cfg)}

@@ -44,6 +44,15 @@ class Placement:
     def local_devices(self) -> int:
         return len([d for d in self.mesh.devices.flat if d.process_index == self.process])
 
+    def check_batch(self, batch_size: int, what: str) -> None:
+        """A usage error unless ``optim.batch_size`` (``what`` per process) splits evenly over this process's
+        devices."""
+        if batch_size % self.local_devices:
+            raise UsageError(
+                f"config: bad value for 'optim.batch_size': {batch_size}; each process shards its {what} "
+                f"over its {self.local_devices} devices, so use a multiple of {self.local_devices}"
+            )
+
     def sharding(self, *spec: Any) -> NamedSharding:
         return NamedSharding(self.mesh, PartitionSpec(*spec))
 

@@ -316,11 +316,7 @@ def _train(cfg: TrainConfig, pairs: list, place: sharding.Placement) -> Path:
     finished, resume_from = run_files.resume_point(out, snapshot, cfg.resume)
     if finished:
         return final
-    if cfg.optim.batch_size % place.local_devices:
-        raise UsageError(
-            f"config: bad value for 'optim.batch_size': {cfg.optim.batch_size}; each process shards its clips "
-            f"over its {place.local_devices} devices, so use a multiple of {place.local_devices}"
-        )
+    place.check_batch(cfg.optim.batch_size, "clips")
 
     model, params = initial_params(cfg)
     depth = architecture(cfg.model)["depth"]
@@ -351,9 +347,7 @@ def _train(cfg: TrainConfig, pairs: list, place: sharding.Placement) -> Path:
     if place.main:
         kinds = sorted({d.platform for d in place.mesh.devices.flat})
         print(f"train {cfg.name}: jax on {place.mesh.devices.size} {'/'.join(kinds)} devices in {place.processes} processes")
-        out.mkdir(parents=True, exist_ok=True)
-        (out / run_files.CONFIG).write_text(json.dumps(snapshot, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        run_files.truncate_metrics(out / run_files.METRICS, start)
+        run_files.open_run(out, snapshot, start)
     place.barrier("vfeval-train-start")
 
     objective = Objective(model, cfg.loss.kind)

@@ -23,7 +23,6 @@ for; a run resumed from a checkpoint ends with the weights an uninterrupted run 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import random
@@ -360,11 +359,7 @@ def _train(cfg: TrainConfig, pairs: list, proc: Proc) -> Path:
         start, elapsed_before = int(meta["step"]), float(meta["elapsed"])
 
     if proc.main:
-        out.mkdir(parents=True, exist_ok=True)
-        config_text = json.dumps(snapshot, indent=2, sort_keys=True) + "\n"
-        # renamed once whole: a kill never leaves a torn config
-        run_files.atomic(out / run_files.CONFIG, lambda tmp: tmp.write_text(config_text, encoding="utf-8"))
-        run_files.truncate_metrics(out / run_files.METRICS, start)
+        run_files.open_run(out, snapshot, start)
     proc.barrier()
 
     dataset = CaptionedVideos(pairs, cfg.data.sampling, cfg.data.cache)

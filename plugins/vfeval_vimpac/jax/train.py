@@ -25,7 +25,6 @@ from vfeval_videofirst.jax.model import load_arrays, state_arrays
 
 from vfeval.captions import read_captions
 from vfeval.config import to_dict
-from vfeval.errors import UsageError
 from vfeval_vimpac import checkpoint
 from vfeval_vimpac.config import VimpacConfig, VimpacTrainConfig, architecture, token_grid, validate
 from vfeval_vimpac.data import PairCodes
@@ -97,11 +96,7 @@ def _train(cfg: VimpacTrainConfig, pairs: list, place: sharding.Placement) -> Pa
     finished, resume_from = run_files.resume_point(out, snapshot, cfg.resume)
     if finished:
         return final
-    if cfg.optim.batch_size % place.local_devices:
-        raise UsageError(
-            f"config: bad value for 'optim.batch_size': {cfg.optim.batch_size}; each process shards its videos "
-            f"over its {place.local_devices} devices, so use a multiple of {place.local_devices}"
-        )
+    place.check_batch(cfg.optim.batch_size, "videos")
     tok = Tokenizer.from_file(cfg.model.tokenizer)
     model = build_model(cfg.model, tok.vocab)
     params = state_arrays(model)
