@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -125,9 +124,7 @@ def _train(cfg: CaptionerTrainConfig, pairs: list[CaptionedClip], proc: Proc) ->
     accum = cfg.optim.grad_accum
     clips_per_step = cfg.optim.batch_size * accum * proc.world
 
-    began = time.perf_counter()
-    window_start, window_losses = began, []
-    with contextlib.closing(batches), run_files.progress_bar(proc.main, total, start, cfg.name) as (progress, task):
+    with contextlib.closing(batches), run_files.training_loop(out, cfg, total, start, elapsed_before, proc.main) as loop:
         for step in range(start, total):
             lr = lr_at(step, total, cfg.optim)
             for group in optimizer.param_groups:
@@ -148,30 +145,17 @@ def _train(cfg: CaptionerTrainConfig, pairs: list[CaptionedClip], proc: Proc) ->
                     with autocast:
                         loss = runner(video, keep, ids, labels)
                     (loss / accum).backward()
-                window_losses.append(global_mean(loss.detach(), proc.world))
+                loop.window.append(global_mean(loss.detach(), proc.world))
             if cfg.optim.clip_grad:
                 torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.clip_grad)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             done = step + 1
-
-            if done % cfg.log_every == 0 or done == total:
-                now = time.perf_counter()
-                if proc.main:
-                    record = run_files.loss_record(done, window_losses, lr, clips_per_step, accum, now - window_start,
-                                                   elapsed_before + now - began)
-                    record["gate"] = gate_opening(model)
-                    run_files.append_metrics(out / run_files.METRICS, record)
-                    progress.update(task, loss=record["loss"], lr=lr, rate=record["clips_per_s"])
-                window_start, window_losses = now, []
-            progress.update(task, completed=done)
-
-            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:
+            if loop.step_done(done, lr, clips_per_step, accum, gate=gate_opening(model)):
                 if proc.main:
                     ckpt.save_weights(model.bridge, run_files.weights_path(out, done), saved_config)
-                    meta = {"step": done, "elapsed": elapsed_before + time.perf_counter() - began}
-                    ckpt.save_state(run_files.state_path(out, done), optimizer, names, {}, meta)
-                    run_files.prune(out, cfg.keep_checkpoints)
+                    ckpt.save_state(run_files.state_path(out, done), optimizer, names, {}, loop.checkpoint_meta(done))
+                    loop.prune()
                 proc.barrier()
 
     if proc.main:

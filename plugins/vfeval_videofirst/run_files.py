@@ -14,7 +14,8 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -176,3 +177,63 @@ def progress_bar(show: bool, total: int, start: int, name: str):
     task = progress.add_task("train", total=total, completed=start, loss=float("nan"), lr=0.0, rate=0.0)
     with progress:
         yield progress, task
+
+
+
+def window_record(
+    step: int, window: list[Any], lr: float, clips_per_step: int, accum: int, seconds: float, elapsed: float
+) -> dict[str, Any]:
+    """A ``metrics.jsonl`` record of the forward passes since the last one (``accum`` per optimizer step, taking
+    ``seconds``): each a loss, or a dict of the loss and its parts. The record: the mean loss (and the mean of
+    each part), learning rate, clips per second and the run's time."""
+    parts = window if window and isinstance(window[0], dict) else [{"loss": x} for x in window]
+    record = loss_record(step, [p["loss"] for p in parts], lr, clips_per_step, accum, seconds, elapsed)
+    record.update({k: sum(p[k] for p in parts) / len(parts) for k in parts[0] if k != "loss"})
+    return record
+
+
+class Loop:
+    """What every trainer's loop does after an optimizer step, beside its own arithmetic: the run's clock
+    (continued across resumes), a ``metrics.jsonl`` record every ``log_every`` steps and at the last (of the
+    forward passes gathered in ``window`` since the one before), the progress bar, and the steps that save a
+    resumable checkpoint (every ``checkpoint_every`` before the last). Process 0 writes. Made by
+    ``training_loop``."""
+
+    def __init__(self, out: Path, cfg: Any, total: int, elapsed_before: float, main: bool, progress: Any, task: Any):
+        self.out, self.total, self.main = out, total, main
+        self.log_every, self.checkpoint_every, self.keep = cfg.log_every, cfg.checkpoint_every, cfg.keep_checkpoints
+        self.elapsed_before = elapsed_before
+        self.progress, self.task = progress, task
+        self.window: list[Any] = []
+        self.began = self.window_start = time.perf_counter()
+
+    def step_done(self, done: int, lr: float, clips_per_step: int, accum: int, **extra: float) -> bool:
+        """After optimizer step ``done`` (1-based): the record when one is due (``window_record`` of the window,
+        with ``extra`` fields), and whether this step saves a checkpoint (then ``checkpoint_meta`` and
+        ``prune``)."""
+        if done % self.log_every == 0 or done == self.total:
+            now = time.perf_counter()
+            if self.main:
+                elapsed = self.elapsed_before + now - self.began
+                record = window_record(done, self.window, lr, clips_per_step, accum, now - self.window_start, elapsed)
+                record.update(extra)
+                append_metrics(self.out / METRICS, record)
+                self.progress.update(self.task, loss=record["loss"], lr=lr, rate=record["clips_per_s"])
+            self.window_start, self.window = now, []
+        self.progress.update(self.task, completed=done)
+        return bool(self.checkpoint_every) and done % self.checkpoint_every == 0 and done < self.total
+
+    def checkpoint_meta(self, done: int) -> dict[str, Any]:
+        """What a checkpoint's state file records of the run: its step and its time so far."""
+        return {"step": done, "elapsed": self.elapsed_before + time.perf_counter() - self.began}
+
+    def prune(self) -> None:
+        prune(self.out, self.keep)
+
+
+@contextlib.contextmanager
+def training_loop(out: Path, cfg: Any, total: int, start: int, elapsed_before: float, main: bool) -> Iterator[Loop]:
+    """The ``Loop`` of a run from step ``start`` to ``total``, its progress bar shown on process 0 while open.
+    ``cfg``: the trainer's config (``name``, ``log_every``, ``checkpoint_every``, ``keep_checkpoints``)."""
+    with progress_bar(main, total, start, cfg.name) as (progress, task):
+        yield Loop(out, cfg, total, elapsed_before, main, progress, task)

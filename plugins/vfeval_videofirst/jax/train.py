@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -359,9 +358,7 @@ def _train(cfg: TrainConfig, pairs: list, place: sharding.Placement) -> Path:
     batches = reader.micro_batches(schedule, start)
     clips_per_step = cfg.optim.batch_size * accum * place.processes
 
-    began = time.perf_counter()
-    window_start, window_losses = began, []
-    with run_files.progress_bar(place.main, total, start, cfg.name) as (progress, task):
+    with run_files.training_loop(out, cfg, total, start, elapsed_before, place.main) as loop:
         for step in range(start, total):
             lr = optim.lr_at(step, total, cfg.optim)
             parts = []
@@ -372,32 +369,14 @@ def _train(cfg: TrainConfig, pairs: list, place: sharding.Placement) -> Path:
             stacked = jax.tree.map(lambda *xs: np.stack(xs), *parts)
             batch = jax.tree.map(lambda x: place.put(x, axis=1), stacked)
             trainable, opt_state, losses = step_fn(trainable, frozen, opt_state, jnp.float32(lr), batch)
-            window_losses.extend(float(x) for x in _host(losses))
+            loop.window.extend(float(x) for x in _host(losses))
             done = step + 1
-
-            if done % cfg.log_every == 0 or done == total:
-                now = time.perf_counter()
-                if place.main:
-                    scale = trainable["logit_scale"] if "logit_scale" in trainable else frozen["logit_scale"]
-                    record = {
-                        "step": done,
-                        "loss": sum(window_losses) / len(window_losses),
-                        "lr": lr,
-                        "temperature": float(np.exp(-_host(scale))),
-                        "clips_per_s": clips_per_step * len(window_losses) / accum / max(now - window_start, 1e-9),
-                        "elapsed": elapsed_before + now - began,
-                    }
-                    run_files.append_metrics(out / run_files.METRICS, record)
-                    progress.update(task, loss=record["loss"], lr=lr, rate=record["clips_per_s"])
-                window_start, window_losses = now, []
-            progress.update(task, completed=done)
-
-            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:
+            scale = trainable["logit_scale"] if "logit_scale" in trainable else frozen["logit_scale"]
+            if loop.step_done(done, lr, clips_per_step, accum, temperature=float(np.exp(-_host(scale)))):
                 if place.main:
                     save_weights(run_files.weights_path(out, done), _weights(trainable, frozen), cfg.model)
-                    meta = {"step": done, "elapsed": elapsed_before + time.perf_counter() - began}
-                    save_state(run_files.state_path(out, done), opt_state, trainable, meta)
-                    run_files.prune(out, cfg.keep_checkpoints)
+                    save_state(run_files.state_path(out, done), opt_state, trainable, loop.checkpoint_meta(done))
+                    loop.prune()
                 place.barrier(f"vfeval-train-checkpoint-{done}")
 
     if place.main:

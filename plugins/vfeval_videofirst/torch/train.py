@@ -26,7 +26,6 @@ import contextlib
 import math
 import os
 import random
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -370,9 +369,7 @@ def _train(cfg: TrainConfig, pairs: list, proc: Proc) -> Path:
     accum, t_frames = cfg.optim.grad_accum, cfg.model.tubelet[0]
     clips_per_step = cfg.optim.batch_size * accum * proc.world
 
-    began = time.perf_counter()
-    window_start, window_losses = began, []
-    with contextlib.closing(batches), run_files.progress_bar(proc.main, total, start, cfg.name) as (progress, task):
+    with contextlib.closing(batches), run_files.training_loop(out, cfg, total, start, elapsed_before, proc.main) as loop:
         for step in range(start, total):
             lr = lr_at(step, total, cfg.optim)
             for group in optimizer.param_groups:
@@ -400,7 +397,7 @@ def _train(cfg: TrainConfig, pairs: list, proc: Proc) -> Path:
                     with autocast:
                         loss = runner(video, tokens, generator, *ids, *extra_texts)
                     (loss / accum).backward()
-                window_losses.append(float(loss.detach()))
+                loop.window.append(float(loss.detach()))
             if cfg.optim.clip_grad:
                 torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.clip_grad)
             optimizer.step()
@@ -408,29 +405,12 @@ def _train(cfg: TrainConfig, pairs: list, proc: Proc) -> Path:
             with torch.no_grad():
                 model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
             done = step + 1
-
-            if done % cfg.log_every == 0 or done == total:
-                now = time.perf_counter()
-                if proc.main:
-                    record = {
-                        "step": done,
-                        "loss": sum(window_losses) / len(window_losses),
-                        "lr": lr,
-                        "temperature": float(torch.exp(-model.logit_scale.detach())),
-                        "clips_per_s": clips_per_step * len(window_losses) / accum / max(now - window_start, 1e-9),
-                        "elapsed": elapsed_before + now - began,
-                    }
-                    run_files.append_metrics(out / run_files.METRICS, record)
-                    progress.update(task, loss=record["loss"], lr=lr, rate=record["clips_per_s"])
-                window_start, window_losses = now, []
-            progress.update(task, completed=done)
-
-            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:
+            temperature = float(torch.exp(-model.logit_scale.detach()))
+            if loop.step_done(done, lr, clips_per_step, accum, temperature=temperature):
                 if proc.main:
                     ckpt.save_weights(model, run_files.weights_path(out, done), cfg.model)
-                    meta = {"step": done, "elapsed": elapsed_before + time.perf_counter() - began}
-                    ckpt.save_state(run_files.state_path(out, done), optimizer, names, extra, meta)
-                    run_files.prune(out, cfg.keep_checkpoints)
+                    ckpt.save_state(run_files.state_path(out, done), optimizer, names, extra, loop.checkpoint_meta(done))
+                    loop.prune()
                 proc.barrier()
 
     if proc.main:

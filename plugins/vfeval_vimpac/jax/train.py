@@ -10,7 +10,6 @@ over the devices of every process and the loss is that of the global batch.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,6 @@ from vfeval_vimpac.jax.losses import vimpac_loss
 from vfeval_vimpac.jax.model import Vimpac
 from vfeval_vimpac.jax.tokenizer import Tokenizer
 from vfeval_vimpac.masking import corrupt_pairs, describe
-from vfeval_vimpac.records import window_record
 
 
 def build_model(cfg: VimpacConfig, vocab: int) -> Vimpac:
@@ -125,9 +123,7 @@ def _train(cfg: VimpacTrainConfig, pairs: list, place: sharding.Placement) -> Pa
     batches = data.micro_batches(schedule, start)
     clips_per_step = 2 * cfg.optim.batch_size * accum * place.processes  # two clips per video
 
-    began = time.perf_counter()
-    window_start, window = began, []
-    with run_files.progress_bar(place.main, total, start, cfg.name) as (progress, task):
+    with run_files.training_loop(out, cfg, total, start, elapsed_before, place.main) as loop:
         for step in range(start, total):
             lr = optim.lr_at(step, total, cfg.optim)
             parts = []
@@ -138,25 +134,13 @@ def _train(cfg: VimpacTrainConfig, pairs: list, place: sharding.Placement) -> Pa
             batch = jax.tree.map(lambda x: place.put(x, axis=1), stacked)
             params, opt_state, losses, aux = step_fn(params, opt_state, jnp.float32(lr), batch)
             losses, aux = shared._host(losses), {k: shared._host(v) for k, v in aux.items()}
-            window += [{"loss": float(losses[i]), **{k: float(v[i]) for k, v in aux.items()}} for i in range(accum)]
+            loop.window += [{"loss": float(losses[i]), **{k: float(v[i]) for k, v in aux.items()}} for i in range(accum)]
             done = step + 1
-
-            if done % cfg.log_every == 0 or done == total:
-                now = time.perf_counter()
-                if place.main:
-                    elapsed = elapsed_before + now - began
-                    record = window_record(done, window, lr, clips_per_step, accum, now - window_start, elapsed)
-                    run_files.append_metrics(out / run_files.METRICS, record)
-                    progress.update(task, loss=record["loss"], lr=lr, rate=record["clips_per_s"])
-                window_start, window = now, []
-            progress.update(task, completed=done)
-
-            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:
+            if loop.step_done(done, lr, clips_per_step, accum):
                 if place.main:
                     save_weights(run_files.weights_path(out, done), params, tok, cfg.model)
-                    meta = {"step": done, "elapsed": elapsed_before + time.perf_counter() - began}
-                    shared.save_state(run_files.state_path(out, done), opt_state, params, meta)
-                    run_files.prune(out, cfg.keep_checkpoints)
+                    shared.save_state(run_files.state_path(out, done), opt_state, params, loop.checkpoint_meta(done))
+                    loop.prune()
                 place.barrier(f"vimpac-train-checkpoint-{done}")
 
     if place.main:

@@ -18,7 +18,6 @@ uninterrupted run.
 from __future__ import annotations
 
 import contextlib
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,6 @@ from vfeval_vimpac import checkpoint
 from vfeval_vimpac.config import VimpacConfig, VimpacTrainConfig, architecture, token_grid, validate
 from vfeval_vimpac.data import PairCodes
 from vfeval_vimpac.masking import corrupt_pairs, describe
-from vfeval_vimpac.records import window_record
 from vfeval_vimpac.torch.losses import vimpac_loss
 from vfeval_vimpac.torch.model import Vimpac
 from vfeval_vimpac.torch.tokenizer import Tokenizer
@@ -137,9 +135,7 @@ def _train(cfg: VimpacTrainConfig, pairs: list, proc: Proc) -> Path:
     accum = cfg.optim.grad_accum
     clips_per_step = 2 * cfg.optim.batch_size * accum * proc.world  # two clips per video
 
-    began = time.perf_counter()
-    window_start, window = began, []
-    with contextlib.closing(batches), run_files.progress_bar(proc.main, total, start, cfg.name) as (progress, task):
+    with contextlib.closing(batches), run_files.training_loop(out, cfg, total, start, elapsed_before, proc.main) as loop:
         for step in range(start, total):
             lr = lr_at(step, total, cfg.optim)
             for group in optimizer.param_groups:
@@ -151,25 +147,13 @@ def _train(cfg: VimpacTrainConfig, pairs: list, proc: Proc) -> Path:
                     codes, index, cfg.seed, step * accum + k, cfg.masking.blocks, tok.vocab, cfg.masking.corruption
                 )
                 micro.append(to_device(inputs, codes, masked, proc.device))
-            window += optimizer_step(runner, optimizer, trainable, micro, cfg, proc, autocast)
+            loop.window += optimizer_step(runner, optimizer, trainable, micro, cfg, proc, autocast)
             done = step + 1
-
-            if done % cfg.log_every == 0 or done == total:
-                now = time.perf_counter()
-                if proc.main:
-                    elapsed = elapsed_before + now - began
-                    record = window_record(done, window, lr, clips_per_step, accum, now - window_start, elapsed)
-                    run_files.append_metrics(out / run_files.METRICS, record)
-                    progress.update(task, loss=record["loss"], lr=lr, rate=record["clips_per_s"])
-                window_start, window = now, []
-            progress.update(task, completed=done)
-
-            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:
+            if loop.step_done(done, lr, clips_per_step, accum):
                 if proc.main:
                     save_weights(model, tok, run_files.weights_path(out, done), cfg.model)
-                    meta = {"step": done, "elapsed": elapsed_before + time.perf_counter() - began}
-                    ckpt.save_state(run_files.state_path(out, done), optimizer, names, {}, meta)
-                    run_files.prune(out, cfg.keep_checkpoints)
+                    ckpt.save_state(run_files.state_path(out, done), optimizer, names, {}, loop.checkpoint_meta(done))
+                    loop.prune()
                 proc.barrier()
 
     if proc.main:

@@ -17,7 +17,6 @@ of kind ``vqvae`` (``vfeval_vimpac/tokenizer.py``), ready for ``model.tokenizer`
 from __future__ import annotations
 
 import contextlib
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +33,6 @@ from vfeval.captions import read_captions
 from vfeval.config import to_dict
 from vfeval_vimpac import tokenizer as files
 from vfeval_vimpac.config import VqvaeTrainConfig
-from vfeval_vimpac.records import window_record
 from vfeval_vimpac.tokenizer import VQVAE_LAYERS
 from vfeval_vimpac.torch.tokenizer import nearest, resize, vqvae_latents
 
@@ -167,9 +165,8 @@ def _train(cfg: VqvaeTrainConfig, pairs: list, proc: Proc) -> Path:
     proc.barrier()
 
     accum = cfg.optim.grad_accum
-    began = time.perf_counter()
-    window_start, window = began, []
-    with contextlib.closing(batches), run_files.progress_bar(proc.main, total, start, cfg.name) as (progress, task):
+    clips_per_step = cfg.optim.batch_size * accum * proc.world
+    with contextlib.closing(batches), run_files.training_loop(out, cfg, total, start, elapsed_before, proc.main) as loop:
         for step in range(start, total):
             lr = lr_at(step, total, cfg.optim)
             for group in optimizer.param_groups:
@@ -180,29 +177,18 @@ def _train(cfg: VqvaeTrainConfig, pairs: list, proc: Proc) -> Path:
                 with contextlib.nullcontext() if sync else runner.no_sync():
                     loss, parts = runner(frames_of(clips, size, proc.device), cfg.loss.beta)
                     (loss / accum).backward()
-                window.append({"loss": float(loss.detach()), "restarted": 0, **{n: float(v) for n, v in parts.items()}})
+                loop.window.append({"loss": float(loss.detach()), "restarted": 0, **{n: float(v) for n, v in parts.items()}})
             if cfg.optim.clip_grad:
                 torch.nn.utils.clip_grad_norm_(list(model.parameters()), cfg.optim.clip_grad)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            window[-1]["restarted"] = restart_dead_codes(model, cfg.seed, step, proc.world)
+            loop.window[-1]["restarted"] = restart_dead_codes(model, cfg.seed, step, proc.world)
             done = step + 1
-            if done % cfg.log_every == 0 or done == total:
-                now = time.perf_counter()
-                if proc.main:
-                    clips = cfg.optim.batch_size * accum * proc.world
-                    elapsed = elapsed_before + now - began
-                    record = window_record(done, window, lr, clips, accum, now - window_start, elapsed)
-                    run_files.append_metrics(out / run_files.METRICS, record)
-                    progress.update(task, loss=record["loss"], lr=lr, rate=record["clips_per_s"])
-                window_start, window = now, []
-            progress.update(task, completed=done)
-            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:
+            if loop.step_done(done, lr, clips_per_step, accum):
                 if proc.main:
                     save(model, run_files.weights_path(out, done), cfg)
-                    meta = {"step": done, "elapsed": elapsed_before + time.perf_counter() - began}
-                    ckpt.save_state(run_files.state_path(out, done), optimizer, names, {}, meta)
-                    run_files.prune(out, cfg.keep_checkpoints)
+                    ckpt.save_state(run_files.state_path(out, done), optimizer, names, {}, loop.checkpoint_meta(done))
+                    loop.prune()
                 proc.barrier()
     if proc.main:
         save(model, final, cfg)
