@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -40,6 +41,19 @@ def test_ls_lists_first_party_components():
     assert res.returncode == 0
     for name in ("egoschema", "pixel", "hashed-text", "identity", "mean", "random", "blind", "constant"):
         assert name in res.stdout
+
+
+def test_tables_written_to_a_file_or_pipe_are_whole():
+    # Piped output is not a terminal: rich would assume 80 columns and end the names of a wide table in "…".
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    res = subprocess.run([sys.executable, "-m", "vfeval", "ls", "encoders"], capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "…" not in res.stdout
+    rows = [line for line in res.stdout.splitlines() if line.startswith("│ hf-image-captioner ")]
+    assert len(rows) == 1 and "Captions the middle frame (or K frames) of each segment" in rows[0]
+    narrow = subprocess.run([sys.executable, "-m", "vfeval", "ls", "encoders"], capture_output=True, text=True,
+                            env={**env, "COLUMNS": "80"})  # a width the user sets is kept
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 80
 
 
 @pytest.mark.parametrize(

@@ -11,16 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from vfeval.console import make_console
 from vfeval.errors import UsageError
 from vfeval.plugins import Host, get_plugin_manager
 
 KINDS = ("tasks", "encoders", "aggregators", "trainers", "decoders")
-out = Console()
-err = Console(stderr=True)
+out = make_console()
+err = make_console(stderr=True)
 
 
 def _fmt_metric(m: dict) -> str:

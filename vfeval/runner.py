@@ -44,6 +44,7 @@ from rich.progress import (
 
 from vfeval.cache import SHARDS, Cache, Entry, open_cache
 from vfeval.config import RunConfig, to_dict
+from vfeval.console import make_console
 from vfeval.distributed import RankFailed, World, shard
 from vfeval.errors import DataError, UsageError
 from vfeval.hashing import fingerprint
@@ -172,7 +173,7 @@ class Runner:
                  world: World | None = None) -> None:
         self.cfg = cfg
         self.host = host
-        self.console = console or Console(stderr=True)
+        self.console = console or make_console(stderr=True)
         self.world = world or World()
         self.show_progress = progress and self.world.main
 

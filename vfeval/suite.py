@@ -57,6 +57,7 @@ from vfeval.config import (
     load_trainer_config,
     parse_overrides,
 )
+from vfeval.console import make_console
 from vfeval.errors import UsageError
 from vfeval.plugins import Host
 
@@ -340,7 +341,7 @@ class SuiteRunner:
     def summary(self) -> None:
         table = Table(title=f"suite {self.cfg.name}: headline metric [95% CI]")
         tasks = list(self.cfg.tasks)
-        table.add_column("pipeline")
+        table.add_column("pipeline", overflow="fold")  # a narrow terminal folds a name, never cuts it
         for t in tasks:
             table.add_column(t, justify="right")
         cells: dict[tuple[str, str], str] = {}
@@ -364,4 +365,4 @@ class SuiteRunner:
 
 def run_suite(cfg: SuiteConfig, host: Host, console: Console | None = None, *, limit: int | None = None,
               retry_failed: bool = False) -> SuiteOutcome:
-    return SuiteRunner(cfg, host, console or Console(), limit, retry_failed).run()
+    return SuiteRunner(cfg, host, console or make_console(), limit, retry_failed).run()

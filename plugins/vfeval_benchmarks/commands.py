@@ -48,9 +48,9 @@ def add_data_commands(app: typer.Typer) -> None:
 
         For running every task end to end offline; scores on it are not comparable to real benchmark scores.
         """
-        from rich.console import Console
         from rich.table import Table
 
+        from vfeval.console import make_console
         from vfeval_benchmarks.synthetic import write_synthetic
 
         names = [name.strip() for value in formats for name in value.split(",") if name.strip()]
@@ -72,7 +72,7 @@ def add_data_commands(app: typer.Typer) -> None:
             table.add_column(column, justify=justify)
         for part, path in written.items():
             table.add_row(part, str(path), *_describe(path))
-        console = Console()
+        console = make_console()
         console.print(table)
         console.print(f"written in {time.perf_counter() - start:.1f} s")
 

@@ -34,9 +34,8 @@ def add_tiny_lm_command(app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="Seeds the weights and the order of the captions."),
     ) -> None:
         """Build a tiny GPT-2 (tokenizer learnt from the captions) and train it on them; prints its final loss."""
-        from rich.console import Console
-
         from vfeval.captions import read_captions
+        from vfeval.console import make_console
         from vfeval.testing_models import EOS, build_causal_lm, train_causal_lm
 
         if min(width, layers, heads, vocab, batch) < 1 or steps < 0 or width % heads:
@@ -54,4 +53,4 @@ def add_tiny_lm_command(app: typer.Typer) -> None:
             shutil.rmtree(out)
         tmp.rename(out)
         tail = f", loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else ""
-        Console().print(f"tiny LM ({width} wide, {layers} layers, {len(texts)} captions{tail}): {out}")
+        make_console().print(f"tiny LM ({width} wide, {layers} layers, {len(texts)} captions{tail}): {out}")

@@ -57,9 +57,9 @@ def add_profile_command(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("profile.json"), help="Where to write the JSON report."),
     ) -> None:
         """Peak memory and throughput of training steps and inference, each configuration in a fresh process."""
-        from rich.console import Console
         from rich.table import Table
 
+        from vfeval.console import make_console
         from vfeval_videofirst.profile import grid, profile
 
         rows = grid(
@@ -70,7 +70,7 @@ def add_profile_command(app: typer.Typer) -> None:
         )
         if batch < 1 or infer_batch < 1 or steps < 1:
             raise UsageError("--batch, --infer-batch and --steps must be at least 1")
-        console = Console()
+        console = make_console()
         with console.status(f"measuring {len(rows)} configurations, one process each") as status:
 
             def seen(row: dict) -> None:

@@ -162,8 +162,9 @@ def append_metrics(path: Path, record: dict[str, Any]) -> None:
 @contextlib.contextmanager
 def progress_bar(show: bool, total: int, start: int, name: str):
     """A rich progress bar on process 0 (loss, lr, clips/s); elsewhere a stand-in that shows nothing."""
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from vfeval.console import make_console
 
     progress = Progress(
         TextColumn(f"train {name}"),
@@ -171,7 +172,7 @@ def progress_bar(show: bool, total: int, start: int, name: str):
         MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  {task.fields[rate]:.1f} clips/s"),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
+        console=make_console(stderr=True),
         disable=not show,
     )
     task = progress.add_task("train", total=total, completed=start, loss=float("nan"), lr=0.0, rate=0.0)
