@@ -341,9 +341,10 @@ class SuiteRunner:
     def summary(self) -> None:
         table = Table(title=f"suite {self.cfg.name}: headline metric [95% CI]")
         tasks = list(self.cfg.tasks)
-        table.add_column("pipeline", overflow="fold")  # a narrow terminal folds a name, never cuts it
+        # In a terminal too narrow for the table, names fold onto a second line rather than end in "…".
+        table.add_column("pipeline", overflow="fold")
         for t in tasks:
-            table.add_column(t, justify="right")
+            table.add_column(t, justify="right", overflow="fold")
         cells: dict[tuple[str, str], str] = {}
         for o in self.outcome.runs:
             m = o.result["metrics"].get(o.result.get("headline"))
