@@ -330,6 +330,72 @@ def test_per_head_attention_is_softmax_attention_and_trains_as_the_blocked_one()
         np.testing.assert_array_equal(np.asarray(g), np.asarray(g_ref))
 
 
+def softmax_attention_grads(q, k, v, g) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The gradient of ``sum(softmax_attention(q, k, v) * g)`` with respect to q, k and v, in float64."""
+    q, k, v, g = (np.asarray(x, np.float64) for x in (q, k, v, g))
+    scale = 1 / np.sqrt(q.shape[-1])
+    logits = np.einsum("bqhd,bkhd->bhqk", q, k) * scale
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    dv = np.einsum("bhqk,bqhd->bkhd", p, g)
+    dp = np.einsum("bqhd,bkhd->bhqk", g, v)
+    ds = p * (dp - (dp * p).sum(-1, keepdims=True))
+    return np.einsum("bhqk,bkhd->bqhd", ds, k) * scale, np.einsum("bhqk,bqhd->bkhd", ds, q) * scale, dv
+
+
+@pytest.fixture(scope="module")
+def long_attention_grads():
+    """Gradients of long unmasked attention (``FLASH_MIN`` + 100 tokens, a last block shorter), compiled once."""
+    import jax
+    import jax.numpy as jnp
+    from vfeval_videofirst.jax import model as jm
+
+    rng = np.random.default_rng(3)
+    b, n, h, d = 1, jm.FLASH_MIN + 100, 2, 8
+    q, k, v, g = (jnp.asarray(rng.standard_normal((b, n, h, d)).astype(np.float32)) for _ in range(4))
+
+    def grads(path):
+        return jax.jit(jax.grad(lambda *qkv: jnp.sum(path(*qkv) * g), argnums=(0, 1, 2)))
+
+    return (q, k, v, g), grads(jm.attention), grads(lambda *qkv: jm._attention_blocks(*qkv, None))
+
+
+def test_the_gradient_of_long_attention_is_softmax_attentions(long_attention_grads):
+    """From ``FLASH_MIN`` tokens on, the backward pass rebuilds each block's weights from the rows' log-sum-exp:
+    the gradient of one softmax over all keys, as autodiff of the blocks gives it."""
+    (q, k, v, g), flash, blocks = long_attention_grads
+    want = softmax_attention_grads(q, k, v, g)
+    for got, by_autodiff, ref in zip(flash(q, k, v), blocks(q, k, v), want, strict=True):
+        scale = np.abs(ref).max()
+        np.testing.assert_allclose(np.asarray(got), ref, atol=2e-6 * scale)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(by_autodiff), atol=2e-6 * scale)
+
+
+def test_training_through_long_attention_keeps_no_score_matrix_per_layer():
+    """A stack of attention layers: each more layer adds its q, k, v and output to what the gradient holds, and
+    (autodiff of the blocks) its N x N weights; from ``FLASH_MIN`` tokens on, not those."""
+    import jax
+    import jax.numpy as jnp
+    from vfeval_videofirst.jax import model as jm
+
+    b, n, h, d = 1, jm.FLASH_MIN + 100, 2, 8
+    x = jnp.ones((b, n, h, d), jnp.float32)
+
+    def held(path, layers: int) -> int:
+        def loss(x):
+            for _ in range(layers):
+                x = path(jnp.sin(x), jnp.cos(x), x)
+            return jnp.sum(x)
+
+        return jax.jit(jax.grad(loss)).lower(x).compile().memory_analysis().temp_size_in_bytes
+
+    weights = b * h * n * n * 4  # one layer's N x N float32 weights
+    flash = held(jm.attention, 3) - held(jm.attention, 1)
+    blocks = held(lambda *qkv: jm._attention_blocks(*qkv, None), 3) - held(lambda *qkv: jm._attention_blocks(*qkv, None), 1)
+    assert blocks >= 2 * weights  # the test can see the weights: two more layers keep two more
+    assert flash < weights / 4, (flash, weights)
+
+
 def test_materialised_gradient_passes_the_cotangent_unchanged():
     """The identity in the forward pass; its VJP (a product with the identity matrix on CPU, to stop XLA's CPU
     fusion from recomputing the residual stream's gradient in every block) returns the cotangent bit for bit,

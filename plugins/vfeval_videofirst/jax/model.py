@@ -99,6 +99,14 @@ HEAD_CHUNK = 512
 """Queries per block of ``_attention_per_head``: one head's ``512 x N`` scores. On 2 CPU cores, against 256 at
 1569 tokens: 10-15% faster with 6 heads of 64, the same with 2 of 32; 4% faster at 3137 tokens."""
 
+FLASH_MIN = 1024
+"""From this many tokens on, the gradient of unmasked attention keeps no ``N x N`` weights (``_attention_unmasked``).
+A dense S training step at 16 frames of 224 px (1569 tokens, 2 clips) then holds 1860 MiB instead of 4355, at
+the same speed (5.0 s against 5.2, ``vfeval profile``), and tiny's 75 MiB instead of 240, 20% faster. Timed
+alone (forward and gradient of one attention, 2 clips of 6 heads of 64; 2 of 32), against the blocks' autodiff:
+0.97x (0.80x) the time at 1569 tokens, 1.1x (1.7x) at 785, 2x at 393, where it recomputes the scores for less
+memory than a few MiB saves."""
+
 PER_HEAD_MIN = 384
 """From this many tokens on, unmasked attention that is not differentiated runs one (clip, head) at a time
 (``_attention_per_head``). Timed alone on 2 CPU cores against ``_attention_blocks`` (6 heads of 64; 2 of 32):
@@ -109,10 +117,9 @@ PER_HEAD_MIN = 384
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
     """Softmax attention. q, k, v: ``[B, N, heads, d]``; key_mask ``[B, N]`` True for real keys, or an additive
     ``[B or 1, 1, N, N]`` float mask → ``[B, N, heads, d]``. Long inputs go in blocks of ``QUERY_CHUNK`` queries;
-    long unmasked ones, when not differentiated, one head at a time (``_attention_per_head``)."""
-    n = q.shape[1]
-    if key_mask is None and n >= PER_HEAD_MIN:
-        return _attention_per_head(q, k, v)
+    long unmasked ones through ``_attention_unmasked``, whose gradient keeps no ``N x N`` scores."""
+    if key_mask is None and q.shape[1] > QUERY_CHUNK:
+        return _attention_unmasked(q, k, v)
     return _attention_blocks(q, k, v, key_mask)
 
 
@@ -141,17 +148,96 @@ def _attention_block(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Arr
     return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, axis=-1), v)
 
 
-@jax.custom_vjp
-def _attention_per_head(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-    """Unmasked ``attention``, one (clip, head) after another (``lax.map``), its queries in blocks of
-    ``HEAD_CHUNK``: a block's scores (``chunk x N``) are one head's, a few MiB, where the blocks of
-    ``_attention_blocks`` hold every head's. Each row's weights are normalised after they have
-    weighted the values (``d`` divisions per row instead of ``N``).
+def _query_blocks(x: jax.Array, axis: int) -> jax.Array:
+    """``x`` with its token axis cut into equal blocks of at most ``QUERY_CHUNK`` (the last zero-padded by fewer
+    rows than there are blocks), the blocks first."""
+    n = x.shape[axis]
+    blocks = -(-n // QUERY_CHUNK)
+    size = -(-n // blocks)
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (0, blocks * size - n)
+    x = jnp.pad(x, pad)
+    x = x.reshape(*x.shape[:axis], blocks, size, *x.shape[axis + 1 :])
+    return jnp.moveaxis(x, axis, 0)
 
-    Its gradient is ``_attention_blocks``'s (the custom VJP below): as a loop, this form would keep every
-    head's scores for the backward pass at once and make a training step larger and slower. So a
-    differentiated forward computes exactly what it computed before, and only forward passes (inference, a
-    frozen teacher) take this path."""
+
+def _from_query_blocks(x: jax.Array, axis: int, n: int) -> jax.Array:
+    """The inverse of ``_query_blocks``: ``[blocks, ..., QUERY_CHUNK, ...]`` back to ``n`` tokens on ``axis``."""
+    x = jnp.moveaxis(x, 0, axis)
+    return x.reshape(*x.shape[:axis], -1, *x.shape[axis + 2 :]).take(jnp.arange(n), axis=axis)
+
+
+def _attention_with_lse(q: jax.Array, k: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Unmasked ``_attention_blocks`` (the same arithmetic: each row's weights normalised, then applied), and each
+    row's log-sum-exp of its scaled scores, ``[B, heads, N]``: what the gradient needs to rebuild the weights.
+    The blocks run one after another (``lax.map``), so one block's scores are all that is held at a time."""
+    n = q.shape[1]
+
+    def one(qb: jax.Array) -> tuple[jax.Array, jax.Array]:
+        logits = jnp.einsum("bqhd,bkhd->bhqk", qb, k)
+        top = jnp.max(logits, axis=-1, keepdims=True)
+        weights = jnp.exp(logits - top)
+        total = jnp.sum(weights, axis=-1, keepdims=True)
+        return jnp.einsum("bhqk,bkhd->bqhd", weights / total, v), (top + jnp.log(total))[..., 0]
+
+    outs, lses = jax.lax.map(one, _query_blocks(q / math.sqrt(q.shape[-1]), 1))
+    return _from_query_blocks(outs, 1, n), _from_query_blocks(lses, 2, n)
+
+
+@jax.custom_vjp
+def _attention_unmasked(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """Unmasked ``attention`` of more than ``QUERY_CHUNK`` tokens.
+
+    Forward alone (inference, a frozen teacher): from ``PER_HEAD_MIN`` tokens on, one (clip, head) at a time
+    (``_attention_per_head``), else ``_attention_blocks``. Differentiated, below ``FLASH_MIN`` tokens: the
+    blocks and their autodiff gradient, which keeps every block's weights for the backward pass. From
+    ``FLASH_MIN`` on: the blocks' forward keeps only each row's log-sum-exp beside q, k, v and the output, and
+    the backward (``_attention_unmasked_bwd``) rebuilds a block's weights from them, as FlashAttention's does."""
+    if q.shape[1] >= PER_HEAD_MIN:
+        return _attention_per_head(q, k, v)
+    return _attention_blocks(q, k, v, None)
+
+
+def _attention_unmasked_fwd(q: jax.Array, k: jax.Array, v: jax.Array) -> tuple[jax.Array, Any]:
+    if q.shape[1] < FLASH_MIN:
+        return jax.vjp(lambda *qkv: _attention_blocks(*qkv, None), q, k, v)
+    out, lse = _attention_with_lse(q, k, v)
+    return out, (q, k, v, out, lse)
+
+
+def _attention_unmasked_bwd(res: Any, grad: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Below ``FLASH_MIN`` tokens, the blocks' own VJP. From it on, per block of queries, one after another
+    (``lax.scan``): weights ``P = exp(S - lse)``; ``dV += P^T dO``; ``dS = P * (dO V^T - rowsum(dO * O))``;
+    ``dQ = dS K / sqrt(d)``; ``dK += dS^T Q / sqrt(d)``. A block's ``chunk x N`` temporaries are all it holds.
+    Padded query rows have a zero ``dO``, so they add nothing."""
+    if not isinstance(res, tuple):
+        return res(grad)
+    q, k, v, out, lse = res
+    n, scale = q.shape[1], 1.0 / math.sqrt(q.shape[-1])
+    delta = jnp.einsum("bqhd,bqhd->bhq", grad, out)  # rowsum(dO * O) = rowsum(P * dP)
+
+    def one(carry: tuple[jax.Array, jax.Array], block: tuple) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
+        dk, dv = carry
+        qb, gb, lb, db = block
+        weights = jnp.exp(jnp.einsum("bqhd,bkhd->bhqk", qb, k) - lb[..., None])
+        dv = dv + jnp.einsum("bhqk,bqhd->bkhd", weights, gb)
+        dscores = weights * (jnp.einsum("bqhd,bkhd->bhqk", gb, v) - db[..., None])
+        dk = dk + jnp.einsum("bhqk,bqhd->bkhd", dscores, qb)
+        return (dk, dv), jnp.einsum("bhqk,bkhd->bqhd", dscores, k) * scale
+
+    blocks = (_query_blocks(q * scale, 1), _query_blocks(grad, 1), _query_blocks(lse, 2), _query_blocks(delta, 2))
+    (dk, dv), dq = jax.lax.scan(one, (jnp.zeros_like(k), jnp.zeros_like(v)), blocks)
+    return _from_query_blocks(dq, 1, n), dk, dv
+
+
+_attention_unmasked.defvjp(_attention_unmasked_fwd, _attention_unmasked_bwd)
+
+
+def _attention_per_head(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """Unmasked attention, one (clip, head) after another (``lax.map``), its queries in blocks of ``HEAD_CHUNK``:
+    a block's scores (``chunk x N``) are one head's, a few MiB, where the blocks of ``_attention_blocks`` hold
+    every head's. Each row's weights are normalised after they have weighted the values (``d`` divisions per row
+    instead of ``N``). Forward passes only: ``_attention_unmasked`` gives it its gradient."""
     b, n, h, d = q.shape
     qh, kh, vh = (x.transpose(0, 2, 1, 3).reshape(b * h, n, d) for x in (q / math.sqrt(d), k, v))
 
@@ -165,17 +251,6 @@ def _attention_per_head(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
         return jnp.concatenate(rows, axis=0)
 
     return jax.lax.map(one_head, (qh, kh, vh)).reshape(b, h, n, d).transpose(0, 2, 1, 3)
-
-
-def _attention_per_head_fwd(q: jax.Array, k: jax.Array, v: jax.Array) -> tuple[jax.Array, Any]:
-    return jax.vjp(lambda *qkv: _attention_blocks(*qkv, None), q, k, v)
-
-
-def _attention_per_head_bwd(vjp: Any, grad: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    return vjp(grad)
-
-
-_attention_per_head.defvjp(_attention_per_head_fwd, _attention_per_head_bwd)
 
 
 # ---------------------------------------------------------------------------------------------------
